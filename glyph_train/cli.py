@@ -1,0 +1,52 @@
+"""`glyph-train` console script: one subcommand per pipeline stage, each living in its own module.
+
+Every subcommand module exposes `add_arguments(parser)` and `run(args) -> int`; modules are imported
+lazily so `glyph-train build-db` does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from glyph_train.errors import GlyphTrainError
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "build-db": ("glyph_train.build_db", "extract glyph outlines from fonts into a glyphs.db"),
+    "prepare": ("glyph_train.prepare", "render a glyphs.db into a cached train/validation dataset"),
+    "show": ("glyph_train.show", "write a contact sheet of rendered glyphs"),
+    "train": ("glyph_train.train", "train a classifier + embedding model (also under accelerate launch)"),
+    "evaluate": ("glyph_train.evaluate", "classification and FAISS retrieval metrics of an export on a glyphs.db"),
+}
+
+
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object]:
+    parser = argparse.ArgumentParser(prog="glyph-train", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    wanted = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    module = None
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == wanted:  # only the chosen subcommand's module is imported
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+    return parser, module
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, module = build_parser(argv)
+    args = parser.parse_args(argv)
+    try:
+        return int(module.run(args) or 0)
+    except GlyphTrainError as err:
+        print(f"glyph-train {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"glyph-train {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
