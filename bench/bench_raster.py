@@ -1,0 +1,158 @@
+"""Benchmark 1: rasterising glyphs/s on one core, skia renderer vs the old PIL approach, in the same run.
+
+The baseline is how glyphs used to be rasterised: curves flattened into line segments in Python, each
+subpath filled with PIL's ImageDraw.polygon at 2x supersampling (holes cleared by orientation), then
+downsampled. Both paths start from the same contours JSON text, as stored in glyphs.db.
+
+    python bench/bench_raster.py [--glyphs 400] [--repeats 5] [--size 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import numpy as np
+from fontTools.pens.recordingPen import DecomposingRecordingPen
+from fontTools.ttLib import TTFont
+from PIL import Image, ImageDraw
+
+from glyph_train.raster import RenderParams, parse_contours, render
+
+FAMILIES = ("roboto", "amiri", "lora", "noto_sans_arabic", "playfair_display", "noto_serif")
+
+
+def family_files(family: str) -> list[Path]:
+    (ep,) = [e for e in entry_points(group="fontpkg.family") if e.name == family]
+    return sorted(Path(ep.load().__file__).parent.joinpath("files").glob("*.ttf"))
+
+
+def recording_to_contours(value: list) -> list:
+    """fontTools RecordingPen value -> glyphs.db contours (list of subpaths of [op, points])."""
+    subs: list = []
+    cur: list | None = None
+    for op, args in value:
+        if op == "moveTo" or cur is None:
+            cur = []
+            subs.append(cur)
+        if op in ("closePath", "endPath"):
+            if op == "closePath":
+                cur.append(["closePath", []])
+            cur = None
+            continue
+        cur.append([op, [None if p is None else [float(p[0]), float(p[1])] for p in args]])
+    return subs
+
+
+def real_glyphs(n: int) -> list[str]:
+    """n contours JSON strings, cmap characters of several real fonts (Latin and Arabic, quadratic)."""
+    per_font = max(1, n // len(FAMILIES))
+    out: list[str] = []
+    for fam in FAMILIES:
+        font = TTFont(family_files(fam)[0])
+        gs = font.getGlyphSet()
+        names = sorted(set(font.getBestCmap().values()))
+        step = max(1, len(names) // per_font)
+        for name in names[::step][:per_font]:
+            pen = DecomposingRecordingPen(gs)
+            gs[name].draw(pen)
+            if pen.value:
+                out.append(json.dumps(recording_to_contours(pen.value)))
+    return out
+
+
+# ---- the old way -------------------------------------------------------------------------------
+
+def _flatten(contours: list, steps: int = 8) -> list[list[tuple[float, float]]]:
+    polys = []
+    for sub in contours:
+        pts: list[tuple[float, float]] = []
+        for op, args in sub:
+            if op in ("moveTo", "lineTo"):
+                pts.append(tuple(args[0]))
+            elif op == "curveTo":
+                (x0, y0), (x1, y1), (x2, y2), (x3, y3) = pts[-1], *args
+                for i in range(1, steps + 1):
+                    t = i / steps
+                    u = 1 - t
+                    pts.append((u**3 * x0 + 3 * u * u * t * x1 + 3 * u * t * t * x2 + t**3 * x3,
+                                u**3 * y0 + 3 * u * u * t * y1 + 3 * u * t * t * y2 + t**3 * y3))
+            elif op == "qCurveTo":
+                offs, end = args[:-1], args[-1]
+                if end is None:
+                    end = ((offs[0][0] + offs[-1][0]) / 2, (offs[0][1] + offs[-1][1]) / 2)
+                    pts.append(end)
+                for k, (cx, cy) in enumerate(offs):
+                    nx, ny = end if k == len(offs) - 1 else ((cx + offs[k + 1][0]) / 2, (cy + offs[k + 1][1]) / 2)
+                    x0, y0 = pts[-1]
+                    for i in range(1, steps + 1):
+                        t = i / steps
+                        u = 1 - t
+                        pts.append((u * u * x0 + 2 * u * t * cx + t * t * nx, u * u * y0 + 2 * u * t * cy + t * t * ny))
+        if len(pts) > 2:
+            polys.append(pts)
+    return polys
+
+
+def _area(p: list[tuple[float, float]]) -> float:
+    return 0.5 * sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(p, p[1:] + p[:1]))
+
+
+def render_pil(text: str, size: int, margin: float = 0.08) -> np.ndarray:
+    polys = _flatten(json.loads(text))
+    xs = [x for p in polys for x, _ in p]
+    ys = [y for p in polys for _, y in p]
+    big = size * 2
+    scale = big * (1 - 2 * margin) / max(max(xs) - min(xs), max(ys) - min(ys), 1e-6)
+    cx, cy = (max(xs) + min(xs)) / 2, (max(ys) + min(ys)) / 2
+    img = Image.new("L", (big, big), 0)
+    draw = ImageDraw.Draw(img)
+    areas = [_area(p) for p in polys]
+    outer_sign = np.sign(areas[int(np.argmax(np.abs(areas)))])
+    # Largest first; contours wound against the outer one are holes.
+    for a, p in sorted(zip(areas, polys), key=lambda t: -abs(t[0])):
+        xy = [(big / 2 + (x - cx) * scale, big / 2 - (y - cy) * scale) for x, y in p]
+        draw.polygon(xy, fill=255 if np.sign(a) == outer_sign else 0)
+    return np.asarray(img.resize((size, size), Image.LANCZOS))
+
+
+# ---- timing ------------------------------------------------------------------------------------
+
+def time_it(fn, glyphs: list[str], repeats: int) -> float:
+    """Median glyphs/s over repeats."""
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for g in glyphs:
+            fn(g)
+        rates.append(len(glyphs) / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--glyphs", type=int, default=400)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--size", type=int, default=128)
+    args = ap.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, as the target says
+    glyphs = real_glyphs(args.glyphs)
+    params = RenderParams(img_size=args.size, fit="tight")
+    segs = sum(len(s) for g in glyphs for s in parse_contours(g))
+    print(f"{len(glyphs)} glyphs from {', '.join(FAMILIES)}; {segs / len(glyphs):.1f} segments/glyph; "
+          f"{args.size}px, {args.repeats} repeats, 1 core")
+    skia_rate = time_it(lambda g: render(g, params), glyphs, args.repeats)
+    pil_rate = time_it(lambda g: render_pil(g, args.size), glyphs, args.repeats)
+    print(f"skia renderer : {skia_rate:10.0f} glyphs/s")
+    print(f"PIL baseline  : {pil_rate:10.0f} glyphs/s")
+    print(f"speed-up      : {skia_rate / pil_rate:10.1f}x  (target >= 20x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Every training flag in one place: a dataclass that the CLI, YAML files and W&B sweeps all fill.
+
+Precedence: dataclass defaults < `--config run.yaml` < command-line flags. The resolved config is saved
+in the run directory, and an export carries it, so a run can always be reproduced from its own files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from glyph_train.errors import GlyphTrainError
+
+
+def _flag(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+# Fields that decide what a prepared cache contains: set them with --db, not with --data.
+CACHE_FIELDS = ("db", "cache_dir", "limit", "exclude_shaped", "min_label_count", "drop_singletons",
+                "char_classes", "labels", "img_size", "fit", "split", "val_frac", "num_proc")
+
+
+@dataclass
+class TrainConfig:
+    # data
+    db: str | None = _flag(None, "glyphs.db to train on (rendered into a cache under --cache-dir)")
+    data: str | None = _flag(None, "a prepared cache directory (`glyph-train prepare`); used instead of --db")
+    cache_dir: str = _flag("data/cache", "where --db is rendered to; reused while its fingerprint matches")
+    limit: int | None = _flag(None, "deterministic sample of N glyphs from --seed")
+    exclude_shaped: bool = _flag(False, "leave out labels ending in _shaped")
+    min_label_count: int = _flag(1, "drop labels with fewer glyphs than this")
+    drop_singletons: bool = _flag(False, "drop labels with one glyph (same as --min-label-count 2)")
+    char_classes: str | None = _flag(None, "comma list of char_class values to keep")
+    labels: str | None = _flag(None, "comma list of labels, or a file with one per line")
+    img_size: int = _flag(128, "raster size in pixels")
+    fit: str = _flag("tight", "raster fit", choices=("tight", "em"))
+    split: str = _flag("font", "font: hold out whole families; stratified: by label", choices=("font", "stratified"))
+    val_frac: float = _flag(0.1, "fraction of glyphs held out for validation")
+    num_proc: int = _flag(2, "processes used to render the cache")
+    num_workers: int = _flag(2, "DataLoader workers per training process")
+    augment: bool = _flag(True, "epoch-seeded augmentation of training images (--no-augment to turn off)")
+    pre_rasterize: bool = _flag(True, "accepted for the old CLI: rasterising once into a cache is always done")
+    # model
+    model: str = _flag("levit_128s", "any timm model name")
+    embedding_dim: int = _flag(128, "size of the L2-normalised embedding")
+    dropout: float = _flag(0.1, "dropout inside the embedding head")
+    arcface_margin: float = _flag(0.0, "additive angular margin (radians) on the classifier; 0 = plain softmax")
+    arcface_scale: float = _flag(30.0, "logit scale used with --arcface-margin")
+    # optimisation
+    epochs: int = _flag(10, "training epochs")
+    batch_size: int = _flag(64, "batch size per process")
+    grad_accum: int = _flag(1, "gradient accumulation steps")
+    lr_backbone: float = _flag(1.5e-3, "peak LR of the backbone")
+    lr_head: float = _flag(3e-3, "peak LR of the classifier and embedding heads")
+    weight_decay: float = _flag(0.01, "AdamW weight decay (not on biases, norms, attention biases)")
+    warmup_frac: float = _flag(0.05, "fraction of optimizer steps spent in linear warmup")
+    lr_schedule: str = _flag("cosine", "after warmup", choices=("constant", "cosine"))
+    grad_clip: float = _flag(1.0, "clip the global grad norm to this; 0 = no clipping (norm still logged)")
+    mixed_precision: str = _flag("no", "Accelerate mixed precision", choices=("no", "bf16", "fp16"))
+    label_smoothing: float = _flag(0.0, "label smoothing of the cross-entropy")
+    emb_loss_weight: float = _flag(0.3, "weight w of the SupCon term: loss = CE + w * SupCon")
+    emb_temperature: float = _flag(0.07, "SupCon temperature")
+    emb_ramp_epochs: float = _flag(0.0, "ramp w linearly from 0 over this many epochs")
+    contrastive_grouping: str = _flag(
+        "label", "positives for SupCon: same label, or hybrid (joining_group, else cc_<char_class>)",
+        choices=("label", "hybrid"))
+    classes_per_batch: int = _flag(0, "class-balanced batches: k classes x (batch_size // k) samples; 0 = shuffle")
+    max_steps: int = _flag(0, "stop after this many optimizer steps (0 = run all epochs); for smoke runs")
+    # evaluation
+    retrieval_every: int = _flag(1, "evaluate every N epochs (and always at the end)")
+    retrieval_cap: int = _flag(0, "evaluate on at most N validation glyphs (0 = all)")
+    best_metric: str = _flag("hit_at_10", "metric that picks the best checkpoint")
+    # run bookkeeping
+    seed: int = _flag(0, "seed of sampling, splits, init and augmentation")
+    out_dir: str = _flag("runs/latest", "run directory: config, metrics.jsonl, checkpoints, export")
+    resume: str | None = _flag(None, "a checkpoint directory, or 'auto' for the newest in --out-dir")
+    save_every: int = _flag(0, "also checkpoint every N optimizer steps (0 = each epoch only)")
+    log_interval: int = _flag(50, "log training loss every N optimizer steps")
+    wandb_project: str = _flag("glyph-train", "W&B project")
+    wandb_mode: str = _flag("auto", "auto = online with WANDB_API_KEY, else offline", choices=("auto", "online", "offline", "disabled"))
+    run_name: str | None = _flag(None, "W&B run name (default: the out-dir's name)")
+    num_processes: int = _flag(0, "processes the launch asked for; the run refuses to start when it sees fewer (0 = detect)")
+    suppress_warnings: bool = _flag(False, "silence Python warnings from libraries")
+
+    def __post_init__(self) -> None:
+        self.out_dir = os.path.expandvars(self.out_dir)  # e.g. runs/sweep/$WANDB_RUN_ID for sweep trials
+        if not self.pre_rasterize:
+            raise GlyphTrainError("--no-pre-rasterize is gone: glyphs are always rasterised once into the cache")
+        if self.drop_singletons:
+            self.min_label_count = max(self.min_label_count, 2)
+        if not self.db and not self.data:
+            raise GlyphTrainError("give --db GLYPHS.DB or --data PREPARED_CACHE (or set one in --config)")
+        if self.data:  # a prepared cache fixed these when it was made: refuse flags that would do nothing
+            fixed = [f"--{f.name.replace('_', '-')}" for f in fields(self)
+                     if f.name in CACHE_FIELDS and getattr(self, f.name) != f.default]
+            if fixed:
+                raise GlyphTrainError(f"{', '.join(fixed)} only apply with --db (the cache given by --data "
+                                      f"was prepared with its own); drop them or train from --db")
+        if self.classes_per_batch and self.batch_size % self.classes_per_batch:
+            raise GlyphTrainError(
+                f"--batch-size {self.batch_size} is not a multiple of --classes-per-batch {self.classes_per_batch}")
+        for name in ("epochs", "batch_size", "grad_accum", "img_size", "retrieval_every"):
+            if getattr(self, name) < 1:
+                raise GlyphTrainError(f"--{name.replace('_', '-')} must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; defaults are None so we can tell what the user actually typed."""
+    parser.add_argument("--config", help="YAML file of flag values (keys use underscores); CLI flags override it")
+    for f in fields(TrainConfig):
+        name = "--" + f.name.replace("_", "-")
+        meta = f.metadata
+        if f.type == "bool" or isinstance(f.default, bool):
+            parser.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=meta["help"])
+            continue
+        kind = {int: int, float: float}.get(type(f.default), str)
+        if f.name in ("limit",):
+            kind = int
+        parser.add_argument(name, type=kind, default=None, choices=meta.get("choices"),
+                            help=f"{meta['help']} (default: {f.default})")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(load_yaml(Path(args.config)))
+    values.update({f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None})
+    return TrainConfig(**values)
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise GlyphTrainError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise GlyphTrainError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    known = {f.name for f in fields(TrainConfig)}
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise GlyphTrainError(f"config file {path} has unknown keys {unknown}; see `glyph-train train --help`")
+    return values
+
+
+def parse_config(argv: list[str] | None = None) -> TrainConfig:
+    parser = argparse.ArgumentParser(prog="glyph_train.train", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return config_from_args(parser.parse_args(argv))
+
+
+def config_json(cfg: TrainConfig) -> str:
+    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,124 @@
+"""Training-time data: the prepared cache as torch Datasets, epoch-seeded augmentation, and the loaders.
+
+Images are read through a zero-copy view of the cache's Arrow memory map, so a DataLoader worker costs
+no copy of the dataset (workers are forked) and a random read is a numpy index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader, Dataset
+
+from glyph_train.augment import AugmentParams, augment
+from glyph_train.config import TrainConfig
+from glyph_train.db import GlyphFilter
+from glyph_train.prepare import images_view, load_prepared, prepare
+from glyph_train.raster import RenderParams
+from glyph_train.samplers import ClassBalancedBatchSampler
+
+
+class GlyphImages(Dataset):
+    """One split of the cache. Items: image (1,S,S) float in [0,1], label, contrastive group, row index."""
+
+    def __init__(self, split, groups: np.ndarray, seed: int, augment_params: AugmentParams | None) -> None:
+        self.images = images_view(split)
+        self.labels = np.asarray(split["label"], dtype=np.int64)
+        self.groups = groups
+        self.seed = seed
+        self.augment_params = augment_params
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by Accelerate's loader.set_epoch before each epoch
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
+        img = torch.from_numpy(np.array(self.images[i]))  # copy: the Arrow buffer is read-only
+        if self.augment_params is not None:
+            x = augment(img, self.seed, self.epoch, i, self.augment_params)
+        else:
+            x = img.unsqueeze(0).float().div_(255.0)
+        return {"image": x, "label": int(self.labels[i]), "group": int(self.groups[i]), "index": i}
+
+
+@dataclass
+class TrainingData:
+    train: GlyphImages
+    validation: GlyphImages
+    val_char_classes: np.ndarray
+    label_names: list[str]
+    cache_dir: Path
+
+
+def contrastive_groups(split, mode: str, vocabulary: dict[str, int]) -> np.ndarray:
+    """SupCon positives: same label, or hybrid = same joining_group (Arabic) else same `cc_<char_class>`."""
+    if mode == "label":
+        return np.asarray(split["label"], dtype=np.int64)
+    names = [jg if jg and jg != "NO_JOIN" else f"cc_{cc}"
+             for jg, cc in zip(split["joining_group"], split["char_class"])]
+    return np.array([vocabulary.setdefault(n, len(vocabulary)) for n in names], dtype=np.int64)
+
+
+def load_training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainingData:
+    """Render the DB into the cache once (main process first), then open it on every process."""
+    if cfg.data:
+        cache = Path(cfg.data)
+    else:
+        cache = Path(cfg.cache_dir)
+        with accelerator.main_process_first():
+            if accelerator.is_main_process:
+                prepare(Path(cfg.db), cache, RenderParams(img_size=cfg.img_size, fit=cfg.fit), cfg.split,
+                        cfg.val_frac, cfg.seed, cfg.num_proc, glyph_filter(cfg))
+    prepared = load_prepared(cache)
+    vocabulary: dict[str, int] = {}
+    aug = AugmentParams() if cfg.augment else None
+    train = GlyphImages(prepared.train, contrastive_groups(prepared.train, cfg.contrastive_grouping, vocabulary),
+                        cfg.seed, aug)
+    val = GlyphImages(prepared.validation,
+                      contrastive_groups(prepared.validation, cfg.contrastive_grouping, vocabulary), cfg.seed, None)
+    return TrainingData(train, val, np.asarray(prepared.validation["char_class"], dtype=object),
+                        prepared.label_names, cache)
+
+
+def glyph_filter(cfg: TrainConfig) -> GlyphFilter:
+    labels = None
+    if cfg.labels:
+        path = Path(cfg.labels)
+        items = path.read_text().split() if path.is_file() else cfg.labels.split(",")
+        labels = tuple(s.strip() for s in items if s.strip())
+    return GlyphFilter(limit=cfg.limit, seed=cfg.seed, exclude_shaped=cfg.exclude_shaped,
+                       min_label_count=cfg.min_label_count, drop_singletons=cfg.drop_singletons,
+                       char_classes=tuple(cfg.char_classes.split(",")) if cfg.char_classes else None,
+                       labels=labels)
+
+
+def make_loaders(cfg: TrainConfig, data: TrainingData) -> tuple[DataLoader, DataLoader, ClassBalancedBatchSampler | None]:
+    """Unsharded loaders: `accelerator.prepare` shards them across processes (disjoint batches per rank)."""
+    common = dict(num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
+                  persistent_workers=False)  # fresh workers each epoch see the dataset's new epoch
+    sampler = None
+    if cfg.classes_per_batch:
+        sampler = ClassBalancedBatchSampler(data.train.groups, cfg.classes_per_batch,
+                                            cfg.batch_size // cfg.classes_per_batch, seed=cfg.seed)
+        train = DataLoader(data.train, batch_sampler=sampler, **common)
+    else:
+        train = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                           generator=torch.Generator().manual_seed(cfg.seed), **common)
+    val_index = validation_subset(len(data.validation), cfg.retrieval_cap, cfg.seed)
+    val = DataLoader(torch.utils.data.Subset(data.validation, val_index), batch_size=cfg.batch_size * 2,
+                     shuffle=False, **common)
+    return train, val, sampler
+
+
+def validation_subset(n: int, cap: int, seed: int) -> list[int]:
+    """All of validation, or a fixed seeded sample of `cap` rows (sorted, so loaders stay sequential)."""
+    if not cap or cap >= n:
+        return list(range(n))
+    return sorted(np.random.default_rng(seed).choice(n, size=cap, replace=False).tolist())

@@ -1,0 +1,372 @@
+"""Reading a glyphs.db: read-only open, schema validation, and glyph selection with filters.
+
+Users' DBs are large (500k+ glyphs) and precious. They are opened with SQLite's read-only URI mode and
+never written. Selection reads metadata only; contours are fetched later in chunks by whoever renders.
+
+Filter order (each step counts what it removes, see `SelectionStats`):
+  1. validity: rows whose font row is missing, fonts with `excluded = 1`, NULL labels, and NULL /
+     invalid JSON / empty contours (checked in SQL with json_valid, cheap and without Python parsing);
+  2. content filters: --char-classes, --labels, --exclude-shaped;
+  3. --limit N: a deterministic sample, the N rows with the smallest keyed hash of (seed, glyph_id);
+  4. --min-label-count / --drop-singletons: labels with too few rows in what is left are dropped.
+So --limit samples first and the count threshold then applies to the data actually used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sqlite3
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from glyph_train.errors import GlyphTrainError
+from glyph_train.raster import EmBox, em_box_from_metrics
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+REQUIRED = {"fonts": ("file_hash",), "glyphs": ("glyph_id", "f_id", "label", "contours")}
+# Optional columns and the value used where the DB lacks them (or holds NULL).
+OPTIONAL_GLYPH = {"joining_group": "NO_JOIN", "char_class": "other"}
+OPTIONAL_FONT = ("family_name", "style_name", "upem", "ascent", "descent", "typo_ascent", "typo_descent",
+                 "excluded")
+SHAPED_SUFFIX = "_shaped"
+FETCH_CHUNK = 512
+
+
+# ---------------------------------------------------------------------------------------------- filters
+
+
+@dataclass(frozen=True)
+class GlyphFilter:
+    limit: int | None = None
+    seed: int = 0
+    exclude_shaped: bool = False
+    min_label_count: int = 1
+    drop_singletons: bool = False
+    char_classes: tuple[str, ...] | None = None
+    labels: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise GlyphTrainError(f"--limit must be at least 1, got {self.limit}")
+        if self.min_label_count < 1:
+            raise GlyphTrainError(f"--min-label-count must be at least 1, got {self.min_label_count}")
+
+    @property
+    def min_count(self) -> int:
+        return max(self.min_label_count, 2 if self.drop_singletons else 1)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("char_classes", "labels"):
+            d[k] = sorted(d[k]) if d[k] is not None else None  # order of a list flag has no meaning
+        return d
+
+
+def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("glyph selection (applied in this order: validity, classes/labels/shaped, "
+                                  "--limit sample, --min-label-count)")
+    g.add_argument("--char-classes", metavar="A,B", help="keep only these char_class values (comma list)")
+    g.add_argument("--labels", metavar="LIST|FILE", help="keep only these labels: a comma list or a file, one per line")
+    g.add_argument("--exclude-shaped", action="store_true", help="leave out labels ending in _shaped")
+    g.add_argument("--limit", type=int, metavar="N", help="deterministic sample of N glyphs chosen by --seed")
+    g.add_argument("--seed", type=int, default=0, help="seed of the --limit sample and the split (default 0)")
+    g.add_argument("--min-label-count", type=int, default=1, metavar="N", help="drop labels with fewer than N glyphs")
+    g.add_argument("--drop-singletons", action="store_true", help="drop labels with a single glyph (= --min-label-count 2)")
+
+
+def parse_label_list(value: str | None) -> tuple[str, ...] | None:
+    """A comma list, or a path to a file with one label per line (blank lines and #comments ignored)."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_file():
+        items = [ln.split("#", 1)[0].strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    elif "/" in value or value.endswith(".txt"):
+        raise GlyphTrainError(f"labels file {value} not found")
+    else:
+        items = [s.strip() for s in value.split(",")]
+    labels = tuple(dict.fromkeys(s for s in items if s))  # dedupe, keep order
+    if not labels:
+        raise GlyphTrainError(f"--labels {value!r} names no labels")
+    return labels
+
+
+def filter_from_args(args: argparse.Namespace) -> GlyphFilter:
+    classes = None
+    if getattr(args, "char_classes", None):
+        classes = tuple(s.strip() for s in args.char_classes.split(",") if s.strip()) or None
+    return GlyphFilter(limit=args.limit, seed=args.seed, exclude_shaped=args.exclude_shaped,
+                       min_label_count=args.min_label_count, drop_singletons=args.drop_singletons,
+                       char_classes=classes, labels=parse_label_list(getattr(args, "labels", None)))
+
+
+# ---------------------------------------------------------------------------------------------- opening
+
+
+def open_readonly(path: str | Path) -> sqlite3.Connection:
+    """Open a glyphs.db read-only after checking it is a SQLite file with the tables and columns we read."""
+    path = Path(path)
+    if not path.exists():
+        raise GlyphTrainError(f"{path}: no such file")
+    if not path.is_file():
+        raise GlyphTrainError(f"{path}: is a directory, not a glyphs.db file")
+    with open(path, "rb") as f:
+        head = f.read(len(SQLITE_MAGIC))
+    if not head:
+        raise GlyphTrainError(f"{path}: empty file (0 bytes), not a glyphs.db")
+    if head != SQLITE_MAGIC:
+        raise GlyphTrainError(f"{path}: not a SQLite database")
+    try:
+        # mode=ro: SQLite refuses every write; works with WAL DBs as long as the -shm can be read.
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table','view')")}
+    except sqlite3.DatabaseError as e:
+        raise GlyphTrainError(f"{path}: cannot read as SQLite ({e})") from None
+    missing_tables = [t for t in REQUIRED if t not in tables]
+    if missing_tables:
+        conn.close()
+        raise GlyphTrainError(f"{path}: missing table(s) {', '.join(missing_tables)}; is this a glyphs.db?")
+    for table, cols in REQUIRED.items():
+        have = table_columns(conn, table)
+        missing = [c for c in cols if c not in have]
+        if missing:
+            conn.close()
+            raise GlyphTrainError(f"{path}: table {table} lacks column(s) {', '.join(missing)}")
+    if conn.execute("SELECT 1 FROM glyphs LIMIT 1").fetchone() is None:
+        conn.close()
+        raise GlyphTrainError(f"{path}: the glyphs table is empty; build it with `glyph-train build-db`")
+    return conn
+
+
+def table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
+# ---------------------------------------------------------------------------------------------- selection
+
+
+@dataclass(frozen=True, slots=True)
+class GlyphMeta:
+    glyph_id: int
+    font: str  # fonts.file_hash
+    family: str  # fonts.family_name, else the font hash
+    label: str
+    joining_group: str
+    char_class: str
+    em: EmBox
+    style: str = ""
+
+
+@dataclass
+class SelectionStats:
+    rows: int = 0  # rows in the glyphs table
+    missing_font: int = 0  # f_id names no fonts row
+    excluded_font: int = 0  # rows of fonts with excluded = 1
+    excluded_fonts: int = 0  # number of such fonts
+    null_label: int = 0
+    null_contours: int = 0
+    invalid_contours: int = 0  # not JSON, or JSON but not a list
+    empty_contours: int = 0
+    char_class_filtered: int = 0
+    label_filtered: int = 0
+    unknown_labels: int = 0  # --labels entries found nowhere in the DB
+    shaped_filtered: int = 0
+    limit_dropped: int = 0
+    min_count_dropped: int = 0
+    min_count_labels: int = 0  # labels dropped by the count threshold
+    selected: int = 0
+
+    SKIPS = ("missing_font", "excluded_font", "null_label", "null_contours", "invalid_contours", "empty_contours")
+    FILTERS = ("char_class_filtered", "label_filtered", "shaped_filtered", "limit_dropped", "min_count_dropped")
+
+    def summary(self) -> str:
+        def part(names: Sequence[str]) -> str:
+            items = [f"{getattr(self, n):,} {n.replace('_', ' ')}" for n in names if getattr(self, n)]
+            return ", ".join(items) or "none"
+
+        line = f"selected {self.selected:,} of {self.rows:,} glyph rows; skipped: {part(self.SKIPS)}; " \
+               f"filtered: {part(self.FILTERS)}"
+        if self.excluded_fonts:
+            line += f"; {self.excluded_fonts} excluded font(s)"
+        if self.min_count_labels:
+            line += f"; {self.min_count_labels} label(s) under the count threshold"
+        if self.unknown_labels:
+            line += f"; {self.unknown_labels} requested label(s) not in the DB"
+        return line
+
+    def to_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class Selection:
+    db: Path
+    glyphs: list[GlyphMeta]  # ascending glyph_id
+    stats: SelectionStats
+    # sha256 over every selected row's metadata and contours text; None unless asked for (a full read)
+    content_hash: str | None = None
+    label_counts: Counter = field(default_factory=Counter)
+
+
+def _font_rows(conn: sqlite3.Connection) -> dict[str, tuple[str, str, EmBox, bool]]:
+    """file_hash -> (family, style, em box, excluded)."""
+    have = table_columns(conn, "fonts")
+    cols = ", ".join(c if c in have else "NULL" for c in OPTIONAL_FONT)
+    out = {}
+    for h, family, style, upem, asc, desc, tasc, tdesc, excluded in conn.execute(
+            f"SELECT file_hash, {cols} FROM fonts"):
+        if h is None:
+            continue
+        em = em_box_from_metrics(upem, asc, desc, tasc, tdesc)
+        out[str(h)] = (str(family) if family else str(h), str(style or ""), em, bool(excluded == 1))
+    return out
+
+
+_STATUS_SQL = """CASE WHEN contours IS NULL THEN 1
+     WHEN NOT json_valid(contours) THEN 2
+     WHEN json_type(contours) <> 'array' THEN 2
+     WHEN json_array_length(contours) = 0 THEN 3
+     ELSE 0 END"""
+
+
+def _keyed_rank(glyph_ids: np.ndarray, seed: int) -> np.ndarray:
+    """splitmix64 of glyph_id under a seed-derived key: a fixed pseudo-random order, a bijection (no ties)."""
+    key = np.uint64(int.from_bytes(hashlib.sha256(f"glyph-train-limit:{seed}".encode()).digest()[:8], "little"))
+    with np.errstate(over="ignore"):
+        z = glyph_ids.astype(np.uint64) + key
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def select_glyphs(path: str | Path, flt: GlyphFilter = GlyphFilter(), *, hash_content: bool = False) -> Selection:
+    """Metadata of the rows that pass `flt`, ascending glyph_id, with counts of everything left out.
+
+    hash_content=True also hashes every surviving row's contours text in the same pass (no second read of
+    the DB) so that prepare's cache key covers the content, not just the ids.
+    """
+    path = Path(path)
+    conn = open_readonly(path)
+    try:
+        return _select(conn, path, flt, hash_content)
+    except sqlite3.DatabaseError as e:
+        raise GlyphTrainError(f"{path}: read failed ({e})") from None
+    finally:
+        conn.close()
+
+
+def _select(conn: sqlite3.Connection, path: Path, flt: GlyphFilter, hash_content: bool) -> Selection:
+    stats = SelectionStats()
+    fonts = _font_rows(conn)
+    stats.excluded_fonts = sum(1 for f in fonts.values() if f[3])
+    have = table_columns(conn, "glyphs")
+    opt = ", ".join(f"COALESCE({c}, '{d}')" if c in have else f"'{d}'" for c, d in OPTIONAL_GLYPH.items())
+    sql = f"SELECT glyph_id, f_id, label, {opt}, {_STATUS_SQL}{', contours' if hash_content else ''} " \
+          f"FROM glyphs ORDER BY glyph_id"
+    classes = set(flt.char_classes) if flt.char_classes else None
+    wanted = set(flt.labels) if flt.labels else None
+    seen_wanted: set[str] = set()
+    kept: list[GlyphMeta] = []
+    digests: dict[int, bytes] = {}
+    intern: dict[str, str] = {}  # one str object per distinct label / group / class: 500k rows, few values
+
+    for row in conn.execute(sql):
+        stats.rows += 1
+        gid, f_id, label, jg, cc, status = row[:6]
+        font = fonts.get(str(f_id)) if f_id is not None else None
+        if font is None:
+            stats.missing_font += 1
+            continue
+        if font[3]:
+            stats.excluded_font += 1
+            continue
+        if label is None or gid is None:
+            stats.null_label += 1
+            continue
+        if status:
+            if status == 1:
+                stats.null_contours += 1
+            elif status == 2:
+                stats.invalid_contours += 1
+            else:
+                stats.empty_contours += 1
+            continue
+        label = str(label)
+        if classes is not None and cc not in classes:
+            stats.char_class_filtered += 1
+            continue
+        if wanted is not None:
+            if label not in wanted:
+                stats.label_filtered += 1
+                continue
+            seen_wanted.add(label)
+        if flt.exclude_shaped and label.endswith(SHAPED_SUFFIX):
+            stats.shaped_filtered += 1
+            continue
+        label, jg, cc = (intern.setdefault(s, s) for s in (label, str(jg), str(cc)))
+        kept.append(GlyphMeta(int(gid), str(f_id), font[0], label, jg, cc, font[2], font[1]))
+        if hash_content:
+            text = row[6]
+            digests[int(gid)] = hashlib.blake2b(text.encode() if isinstance(text, str) else bytes(text),
+                                                digest_size=16).digest()
+    if wanted is not None:
+        stats.unknown_labels = len(wanted - seen_wanted)
+
+    if flt.limit is not None and len(kept) > flt.limit:
+        ranks = _keyed_rank(np.fromiter((g.glyph_id for g in kept), dtype=np.int64, count=len(kept)), flt.seed)
+        take = np.sort(np.argpartition(ranks, flt.limit - 1)[: flt.limit])  # back to glyph_id order
+        stats.limit_dropped = len(kept) - flt.limit
+        kept = [kept[i] for i in take]
+
+    counts = Counter(g.label for g in kept)
+    if flt.min_count > 1:
+        rare = {lab for lab, n in counts.items() if n < flt.min_count}
+        if rare:
+            stats.min_count_labels = len(rare)
+            stats.min_count_dropped = sum(counts[lab] for lab in rare)
+            kept = [g for g in kept if g.label not in rare]
+            for lab in rare:
+                del counts[lab]
+    stats.selected = len(kept)
+
+    content_hash = None
+    if hash_content:
+        h = hashlib.sha256()
+        for g in kept:
+            h.update(f"{g.glyph_id}\x1f{g.font}\x1f{g.family}\x1f{g.style}\x1f{g.label}\x1f{g.joining_group}\x1f"
+                     f"{g.char_class}\x1f{g.em.upem},{g.em.ascent},{g.em.descent}\x1e".encode())
+            h.update(digests[g.glyph_id])
+        content_hash = h.hexdigest()
+    return Selection(path, kept, stats, content_hash, counts)
+
+
+def fetch_contours(conn: sqlite3.Connection, glyph_ids: Sequence[int]) -> dict[int, str]:
+    """Contours text of the given glyph ids (missing ids are absent from the result)."""
+    out: dict[int, str] = {}
+    ids = list(glyph_ids)
+    for i in range(0, len(ids), FETCH_CHUNK):
+        chunk = ids[i: i + FETCH_CHUNK]
+        # One JSON array parameter instead of N placeholders: no SQLITE_MAX_VARIABLE_NUMBER limit.
+        q = "SELECT glyph_id, contours FROM glyphs WHERE glyph_id IN (SELECT value FROM json_each(?))"
+        for gid, text in conn.execute(q, (f"[{','.join(str(int(g)) for g in chunk)}]",)):
+            out[int(gid)] = text if isinstance(text, str) or text is None else bytes(text).decode("utf-8", "replace")
+    return out
+
+
+def iter_contours(path: str | Path, glyph_ids: Sequence[int], chunk: int = FETCH_CHUNK) -> Iterator[tuple[int, str | None]]:
+    """(glyph_id, contours text) in the given order, fetched `chunk` rows at a time on an own connection."""
+    conn = open_readonly(path)
+    try:
+        ids = list(glyph_ids)
+        for i in range(0, len(ids), chunk):
+            part = ids[i: i + chunk]
+            got = fetch_contours(conn, part)
+            for gid in part:
+                yield gid, got.get(gid)
+    finally:
+        conn.close()

@@ -1,0 +1,81 @@
+"""Process-group setup through Accelerate, and the guard against silently single-process launches.
+
+The trap this module exists for: on a CPU node `accelerate launch --cpu --num_processes 2` (and a
+MULTI_CPU YAML without mpirun) starts ONE plain process, and training quietly runs 1/N of the intended
+job. What really starts N gloo processes on CPU is Accelerate's torchrun path: `accelerate launch
+--multi_gpu --num_processes N` or `accelerate_configs/cpu_multiprocess.yaml`. In those processes
+Accelerate only picks gloo when told to use the CPU, which `make_accelerator` does whenever CUDA is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+
+from glyph_train.errors import GlyphTrainError
+
+
+def make_accelerator(mixed_precision: str, grad_accum: int, out_dir: str, log_with: str | None) -> Accelerator:
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=mixed_precision,
+        gradient_accumulation_steps=grad_accum,
+        log_with=log_with,
+        project_config=ProjectConfiguration(project_dir=out_dir, logging_dir=out_dir),
+        # seedable sampler: shuffling is a function of (seed, epoch), so resume and N processes agree
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+
+
+def requested_processes(explicit: int = 0) -> int | None:
+    """How many processes the launch asked for: --num-processes, else what the parent `accelerate launch` was given."""
+    if explicit:
+        return explicit
+    for key in ("GLYPH_TRAIN_NUM_PROCESSES",):
+        if os.environ.get(key):
+            return int(os.environ[key])
+    return _from_parent_accelerate_launch()
+
+
+def _from_parent_accelerate_launch() -> int | None:
+    """Read `--num_processes` (or its config file's value) from the parent `accelerate launch` command line."""
+    try:
+        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return None
+    if not any(a.endswith("accelerate") for a in argv[:2]) or "launch" not in argv:
+        return None
+    args = argv[argv.index("launch") + 1:]
+    for i, arg in enumerate(args):
+        if arg.startswith("--num_processes") or arg.startswith("--num-processes"):
+            value = arg.split("=", 1)[1] if "=" in arg else args[i + 1]
+            return int(value)
+        if arg == "--config_file" or arg == "--config-file":
+            return _processes_in_config(Path(args[i + 1]))
+    return None
+
+
+def _processes_in_config(path: Path) -> int | None:
+    import yaml
+
+    try:
+        return int(yaml.safe_load(path.read_text()).get("num_processes", 1))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+
+
+def check_world_size(accelerator: Accelerator, explicit: int = 0) -> None:
+    """Refuse to train when the launch asked for N processes but this process sees fewer."""
+    wanted = requested_processes(explicit)
+    seen = accelerator.num_processes
+    if wanted and wanted != seen:
+        launch = shlex.join(["accelerate", "launch", "--config_file", "accelerate_configs/cpu_multiprocess.yaml"])
+        raise GlyphTrainError(
+            f"the launch asked for {wanted} processes but this run sees {seen} "
+            f"({accelerator.distributed_type.value}); on CPU use `{launch}` or `accelerate launch --multi_gpu "
+            f"--num_processes {wanted}` (README: Launching)")

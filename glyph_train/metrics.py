@@ -1,0 +1,292 @@
+"""Evaluation metrics: classification top-k, exact FAISS leave-one-out retrieval, effect size, by char_class.
+
+Pure NumPy + FAISS so the trainer's main process and `glyph-train evaluate` share one implementation.
+
+Label conventions (integer labels in the model's class space):
+- Classification counts only labels in [0, num_classes); anything else (e.g. -1 or an index >= the
+  number of logits for a label the model never saw) is excluded and counted as `num_unknown_labels`.
+- Retrieval and effect size treat a negative label as "identity unknown": such items are never queries
+  and never a match, but stay in the gallery as distractors. Give labels the model does not know indices
+  >= num_classes (one per distinct name) to keep them in retrieval.
+- Undefined metrics (nothing to average) are NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import faiss
+import numpy as np
+
+from glyph_train.errors import GlyphTrainError
+
+HIT_CUTOFFS = (1, 5)  # plus k: hit_at_1, hit_at_5, hit_at_k
+# Upper bound on neighbour-table entries (queries x neighbours) held at once during the search.
+_SEARCH_BUDGET = 1 << 22
+
+
+def normalise(embeddings: np.ndarray) -> np.ndarray:
+    """float32, C-contiguous, rows L2-normalised (zero rows stay zero) — what IndexFlatIP needs for cosine."""
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D (N, D), got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise GlyphTrainError("embeddings contain NaN or inf: the model has diverged; use an earlier checkpoint")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+# ---------------------------------------------------------------------------------------------- classification
+
+
+def _topk_hits(logits: np.ndarray, labels: np.ndarray, ks: tuple[int, ...]) -> dict[int, np.ndarray]:
+    """Per-row hit flags for each k. Rank = number of logits strictly above the true one, so ties count in
+    the label's favour and the result does not depend on sort order."""
+    out = {k: np.zeros(len(labels), dtype=bool) for k in ks}
+    chunk = max(1, (1 << 24) // max(1, logits.shape[1]))
+    for s in range(0, len(labels), chunk):
+        lg, lb = logits[s : s + chunk], labels[s : s + chunk]
+        true = lg[np.arange(len(lb)), lb]
+        rank = (lg > true[:, None]).sum(axis=1)
+        for k in ks:
+            out[k][s : s + chunk] = rank < k
+    return out
+
+
+def _classification_per_item(logits: np.ndarray | None, labels: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """(known mask, {1: top1 flags, 5: top5 flags}) over all items; flags are False where unknown."""
+    n = len(labels)
+    if logits is None:
+        return np.zeros(n, dtype=bool), {1: np.zeros(n, bool), 5: np.zeros(n, bool)}
+    logits = np.asarray(logits)
+    if logits.ndim != 2 or len(logits) != n:
+        raise ValueError(f"logits shape {logits.shape} does not match {n} labels")
+    known = (labels >= 0) & (labels < logits.shape[1])
+    hits = {1: np.zeros(n, bool), 5: np.zeros(n, bool)}
+    sub = _topk_hits(logits[known], labels[known], (1, 5))
+    for k in hits:
+        hits[k][known] = sub[k]
+    return known, hits
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
+    """top1/top5 accuracy over items whose label is one of the model's classes; the rest are counted."""
+    labels = np.asarray(labels, dtype=np.int64)
+    known, hits = _classification_per_item(logits, labels)
+    return {
+        "top1": _mean(hits[1], known),
+        "top5": _mean(hits[5], known),
+        "num_classified": int(known.sum()),
+        "num_unknown_labels": int((~known).sum()),
+    }
+
+
+# --------------------------------------------------------------------------------------------------- retrieval
+
+
+def _build_index(x: np.ndarray) -> faiss.IndexFlatIP:
+    index = faiss.IndexFlatIP(x.shape[1])  # exact inner product == cosine on normalised rows
+    index.add(x)
+    return index
+
+
+def _search_leave_one_out(index: faiss.Index, x: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k neighbours of x[queries] excluding each query's own index (not its first hit: identical glyphs
+    tie at similarity 1 and FAISS may rank a duplicate before the query itself). Returns (scores, indices),
+    each (len(queries), min(k, N-1))."""
+    kk = min(k + 1, index.ntotal)
+    scores, idx = index.search(x[queries], kk)
+    is_self = idx == queries[:, None]
+    # More than kk exact ties can push the query out of its own list: then all kk are equally good, drop the last.
+    is_self[~is_self.any(axis=1), -1] = True
+    keep = ~is_self
+    return scores[keep].reshape(len(queries), kk - 1), idx[keep].reshape(len(queries), kk - 1)
+
+
+def nearest_neighbours(embeddings: np.ndarray, queries: np.ndarray | list[int], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out top-k of a few queries, e.g. for retrieval images in W&B: (cosine scores, indices), each
+    (len(queries), min(k, N-1)), best first — FAISS's (D, I) order."""
+    x = normalise(embeddings)
+    return _search_leave_one_out(_build_index(x), x, np.asarray(queries, dtype=np.int64), k)
+
+
+def _retrieval_per_query(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per-item retrieval scores from a single exact search of every query.
+
+    Returns (query mask, {metric: per-item values}); a query is an item with a known label and at least one
+    other item of that label. MAP@R needs each query's top R (R = number of other same-label items, which can
+    exceed k), so queries are searched in batches sorted by R, each batch with depth max(k, R_batch) + 1: exact
+    for every R while the neighbour table stays within _SEARCH_BUDGET entries.
+    """
+    n = len(labels)
+    cutoffs = sorted({c for c in (*HIT_CUTOFFS, k) if c <= k})
+    values = {f"hit_at_{c}": np.zeros(n) for c in cutoffs}
+    values["precision_at_1"] = np.zeros(n)
+    values["map_at_r"] = np.zeros(n)
+
+    r = np.zeros(n, dtype=np.int64)
+    known = labels >= 0
+    _, inverse, counts = np.unique(labels[known], return_inverse=True, return_counts=True)
+    r[known] = counts[inverse] - 1
+    is_query = r > 0
+    if not is_query.any():
+        return is_query, values
+
+    index = _build_index(x)
+    order = np.flatnonzero(is_query)
+    order = order[np.argsort(r[order], kind="stable")]
+    table_width = np.minimum(np.maximum(k, r[order]), n - 1) + 1  # per query, non-decreasing
+    start = 0
+    while start < len(order):
+        # largest batch whose table (queries x widest row, widest = last) fits the budget; at least one query
+        cost = np.arange(1, len(order) - start + 1) * table_width[start:]
+        end = start + max(1, int(np.searchsorted(cost, _SEARCH_BUDGET, side="right")))
+        batch = order[start:end]
+        depth = int(table_width[end - 1]) - 1
+        start = end
+
+        _, nbr = _search_leave_one_out(index, x, batch, depth)
+        rel = labels[nbr] == labels[batch][:, None]  # neighbour has the query's label
+        for c in cutoffs:
+            values[f"hit_at_{c}"][batch] = rel[:, :c].any(axis=1)
+        values["precision_at_1"][batch] = rel[:, 0]
+        # MAP@R (Musgrave et al. 2020): (1/R) * sum_{i<=R} precision@i * rel(i)
+        rb = r[batch]
+        within_r = np.arange(rel.shape[1])[None, :] < rb[:, None]
+        rel_r = rel & within_r
+        precision_at_i = np.cumsum(rel_r, axis=1) / np.arange(1, rel.shape[1] + 1)
+        values["map_at_r"][batch] = (precision_at_i * rel_r).sum(axis=1) / rb
+    return is_query, values
+
+
+def retrieval_metrics(embeddings: np.ndarray, labels: np.ndarray, k: int = 10) -> dict:
+    """Exact leave-one-out retrieval (faiss.IndexFlatIP on normalised embeddings): hit@1/5/k, precision@1,
+    MAP@R over queries that have another item of their label; the others are counted, not scored."""
+    labels = np.asarray(labels, dtype=np.int64)
+    is_query, values = _retrieval_per_query(normalise(embeddings), labels, k)
+    out = {name: _mean(v, is_query) for name, v in values.items()}
+    out["num_queries"] = int(is_query.sum())
+    out["num_without_positive"] = int((~is_query).sum())
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- effect size
+
+
+def effect_size(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    num_pairs: int = 100_000,
+    seed: int = 0,
+    anchors: np.ndarray | None = None,
+) -> float:
+    """Cohen's d between same-label and different-label cosine similarities.
+
+    Pairs are ordered (anchor, other): anchor from `anchors` (default: every item), other any item but the
+    anchor; items with a negative label take no part. For each kind, when there are at most `num_pairs` such
+    pairs all are used (exact), otherwise `num_pairs` are drawn uniformly with replacement using
+    numpy.random.default_rng(seed). d = (mean_same - mean_diff) / sqrt((var_same + var_diff) / 2), variances
+    with ddof=1 (Cohen's pooled std for equal group sizes); NaN if undefined (fewer than 2 pairs of a kind,
+    or zero spread).
+    """
+    x = normalise(embeddings)
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    # Gallery sorted by label: each label is one contiguous block, so "the r-th other item of the same
+    # (different) label" is index arithmetic and pairs can be enumerated or sampled without building them all.
+    valid = np.flatnonzero(labels >= 0)
+    gallery = valid[np.argsort(labels[valid], kind="stable")]
+    uniq, block_start, block_count = np.unique(labels[gallery], return_index=True, return_counts=True)
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[gallery] = np.arange(len(gallery))
+
+    if anchors is None:
+        a = gallery
+    else:
+        a = np.asarray(anchors, dtype=np.int64)
+        a = a[labels[a] >= 0]
+    block = np.searchsorted(uniq, labels[a])
+    n_same = block_count[block] - 1
+    n_diff = len(gallery) - block_count[block]
+    rng = np.random.default_rng(seed)
+
+    def cosines(per_anchor: np.ndarray, partner) -> np.ndarray:
+        cum = np.cumsum(per_anchor)
+        total = int(cum[-1]) if len(cum) else 0
+        if total == 0:
+            return np.empty(0)
+        t = np.arange(total) if total <= num_pairs else rng.integers(0, total, size=num_pairs)
+        which = np.searchsorted(cum, t, side="right")  # anchor owning pair number t
+        rank = t - (cum[which] - per_anchor[which])  # pair's rank among that anchor's partners
+        i = a[which]
+        j = gallery[partner(which, rank)]
+        sims = np.empty(len(t))
+        for s in range(0, len(t), 1 << 16):
+            sims[s : s + (1 << 16)] = np.einsum("ij,ij->i", x[i[s : s + (1 << 16)]], x[j[s : s + (1 << 16)]])
+        return sims
+
+    def same_partner(which, rank):  # rank-th item of the anchor's block, skipping the anchor itself
+        p = block_start[block[which]] + rank
+        return p + (p >= pos[a[which]])
+
+    def diff_partner(which, rank):  # rank-th item outside the anchor's block
+        b0, bn = block_start[block[which]], block_count[block[which]]
+        return rank + np.where(rank >= b0, bn, 0)
+
+    same = cosines(n_same, same_partner)
+    diff = cosines(n_diff, diff_partner)
+    if len(same) < 2 or len(diff) < 2:
+        return math.nan
+    # Equal-weight pooling: what Cohen's pooled std is for the sampled case (num_pairs of each kind), and the
+    # same population quantity in the exact case, where different-label pairs far outnumber same-label ones.
+    pooled = math.sqrt((same.var(ddof=1) + diff.var(ddof=1)) / 2)
+    if pooled == 0.0:
+        return math.nan
+    return float((same.mean() - diff.mean()) / pooled)
+
+
+# ----------------------------------------------------------------------------------------------------- overall
+
+
+def _mean(values: np.ndarray, mask: np.ndarray) -> float:
+    return float(values[mask].mean()) if mask.any() else math.nan
+
+
+def evaluate_embeddings(
+    logits: np.ndarray | None,
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    char_classes: np.ndarray | list[str],
+    k: int = 10,
+    seed: int = 0,
+    num_pairs: int = 100_000,
+) -> dict:
+    """All evaluation metrics, overall and per char_class (queries of that class against the whole gallery).
+
+    Keys: top1, top5, hit_at_1, hit_at_5, hit_at_10 (hit_at_k), precision_at_1, map_at_r, effect_size,
+    num_queries (retrieval queries scored), num_unknown_labels (excluded from top-k), num_without_positive
+    (excluded from retrieval), by_char_class {char_class: same keys without by_char_class}.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    char_classes = np.asarray(char_classes, dtype=object)
+    if len(char_classes) != len(labels) or len(embeddings) != len(labels):
+        raise ValueError(f"{len(embeddings)} embeddings, {len(labels)} labels, {len(char_classes)} char classes")
+    x = normalise(embeddings)
+    known, top = _classification_per_item(logits, labels)
+    is_query, values = _retrieval_per_query(x, labels, k)
+
+    def summary(mask: np.ndarray, anchors: np.ndarray | None) -> dict:
+        out = {"top1": _mean(top[1], known & mask), "top5": _mean(top[5], known & mask)}
+        out.update({name: _mean(v, is_query & mask) for name, v in values.items()})
+        out["effect_size"] = effect_size(x, labels, num_pairs=num_pairs, seed=seed, anchors=anchors)
+        out["num_queries"] = int((is_query & mask).sum())
+        out["num_unknown_labels"] = int((~known & mask).sum()) if logits is not None else 0
+        out["num_without_positive"] = int((~is_query & mask).sum())
+        return out
+
+    result = summary(np.ones(len(labels), dtype=bool), None)
+    result["by_char_class"] = {
+        str(cc): summary(char_classes == cc, np.flatnonzero(char_classes == cc))
+        for cc in sorted(set(char_classes.tolist()))
+    }
+    return result

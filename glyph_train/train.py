@@ -1,0 +1,160 @@
+"""Train a glyph classifier + embedding model. Runs unchanged on one CPU, N gloo processes, or N GPUs:
+
+    glyph-train train --db glyphs.db --epochs 10
+    accelerate launch --config_file accelerate_configs/cpu_multiprocess.yaml -m glyph_train.train --db glyphs.db
+
+The story, top to bottom: config → accelerator → data → model/optimizer/schedule → resume → epochs of
+(train, evaluate, checkpoint) → export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate.utils import set_seed
+
+from glyph_train import config as config_mod
+from glyph_train.checkpoint import Checkpointer, TrainState
+from glyph_train.config import TrainConfig
+from glyph_train.data import load_training_data, make_loaders
+from glyph_train.distributed import check_world_size, make_accelerator
+from glyph_train.errors import GlyphTrainError
+from glyph_train.evaluate import evaluate_model, log_retrieval_examples
+from glyph_train.export import save_export
+from glyph_train.losses import distributed_supcon_loss
+from glyph_train.model import GlyphModel, param_groups
+from glyph_train.schedule import make_scheduler
+from glyph_train.tracking import MetricsLog, start_tracking, wandb_mode
+
+
+def train(cfg: TrainConfig) -> dict:
+    if cfg.suppress_warnings:
+        warnings.filterwarnings("ignore")
+    out_dir = Path(cfg.out_dir)
+    mode = wandb_mode(cfg.wandb_mode)
+    accelerator = make_accelerator(cfg.mixed_precision, cfg.grad_accum, str(out_dir),
+                                   log_with=None if mode == "disabled" else "wandb")
+    check_world_size(accelerator, cfg.num_processes)
+    accelerator.print(f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}), "
+                      f"device {accelerator.device}, {torch.get_num_threads()} threads/process")
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(out_dir / "config.yaml")
+    set_seed(cfg.seed)
+
+    data = load_training_data(cfg, accelerator)
+    train_loader, val_loader, balanced_sampler = make_loaders(cfg, data)
+    model = GlyphModel(cfg.model, num_classes=len(data.label_names), embedding_dim=cfg.embedding_dim,
+                       img_size=cfg.img_size, arcface_margin=cfg.arcface_margin, arcface_scale=cfg.arcface_scale,
+                       dropout=cfg.dropout)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.lr_backbone, cfg.lr_head, cfg.weight_decay))
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    steps_per_epoch = max(1, len(train_loader) // cfg.grad_accum)
+    total_steps = min(steps_per_epoch * cfg.epochs, cfg.max_steps or math.inf)
+    scheduler = make_scheduler(optimizer, cfg.lr_schedule, int(total_steps), cfg.warmup_frac)
+
+    state = TrainState()
+    ckpt = Checkpointer(accelerator, out_dir, state)
+    if cfg.resume:
+        ckpt.load(cfg.resume)
+        accelerator.print(f"resumed at epoch {state.epoch}, step {state.step}, batch {state.batch_in_epoch}")
+    start_tracking(accelerator, cfg.wandb_project, cfg.run_name or out_dir.name, out_dir, cfg.to_dict(), mode)
+    log = MetricsLog(accelerator, out_dir / "metrics.jsonl")
+    metrics: dict = {}
+
+    for epoch in range(state.epoch, cfg.epochs):
+        state.epoch = epoch
+        train_loader.set_epoch(epoch)  # shuffling + the dataset's augmentation epoch
+        if balanced_sampler is not None:
+            balanced_sampler.set_epoch(epoch)
+        batches = accelerator.skip_first_batches(train_loader, state.batch_in_epoch) if state.batch_in_epoch else train_loader
+        model.train()
+        seen, tic = 0, time.perf_counter()
+        for batch in batches:
+            with accelerator.accumulate(model):
+                out = model(batch["image"], batch["label"])
+                ce = F.cross_entropy(out["logits"], batch["label"], label_smoothing=cfg.label_smoothing)
+                supcon = distributed_supcon_loss(out["embedding"], batch["group"], cfg.emb_temperature)
+                w = cfg.emb_loss_weight * ramp(epoch + state.batch_in_epoch / len(train_loader), cfg.emb_ramp_epochs)
+                loss = ce + w * supcon
+                if accelerator.reduce(torch.isfinite(loss.detach()).logical_not().float(), "sum") > 0:
+                    raise GlyphTrainError(
+                        f"loss became {loss.item()} at epoch {epoch} step {state.step}; the last good checkpoint "
+                        f"is kept in {out_dir / 'checkpoints'}; lower --lr-backbone/--lr-head or set --grad-clip")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:  # norm of the unscaled gradient; inf = measure, don't clip
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            state.batch_in_epoch += 1
+            seen += len(batch["label"]) * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue
+            state.step += 1
+            scheduler.step_update(state.step)
+            if state.step % cfg.log_interval == 0:
+                log.log({"epoch": epoch, "loss": loss.item(), "ce": ce.item(), "supcon": supcon.item(),
+                         "emb_weight": w, "lr_backbone": optimizer.param_groups[0]["lr"],
+                         "lr_head": optimizer.param_groups[-1]["lr"], "grad_norm": float(grad_norm),
+                         "img_per_s": seen / (time.perf_counter() - tic)}, step=state.step)
+            if cfg.save_every and state.step % cfg.save_every == 0:
+                ckpt.save()
+            if cfg.max_steps and state.step >= cfg.max_steps:
+                break
+        train_rate = seen / max(time.perf_counter() - tic, 1e-9)
+        state.epoch, state.batch_in_epoch = epoch + 1, 0
+        finished = epoch + 1 == cfg.epochs or bool(cfg.max_steps and state.step >= cfg.max_steps)
+        if (epoch + 1) % cfg.retrieval_every == 0 or finished:
+            metrics, examples = evaluate_model(model, val_loader, data.val_char_classes, accelerator, cfg.seed)
+            log.log({"epoch": epoch, "train_img_per_s": train_rate, "val": metrics}, step=state.step)
+            log_retrieval_examples(log, examples, data.validation, val_loader, data.label_names, state.step)
+            ckpt.update_best(metrics.get(cfg.best_metric), lambda d: save_export(
+                d, accelerator.unwrap_model(model), data.label_names, cfg.to_dict()))
+        ckpt.save()
+        if finished:
+            break
+
+    if accelerator.is_main_process:
+        save_export(out_dir / "export", accelerator.unwrap_model(model), data.label_names, cfg.to_dict())
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    accelerator.print(summary_line(metrics))
+    return metrics
+
+
+def ramp(epochs_done: float, ramp_epochs: float) -> float:
+    """SupCon weight multiplier: linear from 0 to 1 over the first `ramp_epochs` epochs."""
+    return 1.0 if ramp_epochs <= 0 else min(1.0, epochs_done / ramp_epochs)
+
+
+def summary_line(metrics: dict) -> str:
+    keys = ("top1", "top5", "hit_at_1", "hit_at_10", "map_at_r", "effect_size", "num_queries")
+    return "final: " + "  ".join(f"{k}={metrics[k]:.4f}" if isinstance(metrics.get(k), float) else f"{k}={metrics.get(k)}"
+                                 for k in keys)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config_mod.add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    train(config_mod.config_from_args(args))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m glyph_train.train` / `accelerate launch -m glyph_train.train`: same errors as the CLI."""
+    from glyph_train.cli import main as cli_main
+
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

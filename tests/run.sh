@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test command (README, and CI's .ci/run): set up .venv, then run the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash launch/setup_env.sh
+export WANDB_MODE=offline WANDB_SILENT=true
+exec "${GLYPH_TRAIN_VENV:-.venv}/bin/python" -m pytest -q "$@"
