@@ -216,17 +216,21 @@ class Selection:
 def _font_rows(conn: sqlite3.Connection) -> dict[str, tuple[str, str, EmBox, bool]]:
     """file_hash -> (family, style, em box, excluded)."""
     have = table_columns(conn, "fonts")
-    cols = ", ".join(c if c in have else "NULL" for c in OPTIONAL_FONT)
+    # `excluded = 1` evaluated by SQLite, exactly as users query it (whatever type the column holds)
+    cols = ", ".join(("COALESCE(excluded = 1, 0)" if c == "excluded" else c) if c in have else "NULL"
+                     for c in OPTIONAL_FONT)
     out = {}
     for h, family, style, upem, asc, desc, tasc, tdesc, excluded in conn.execute(
             f"SELECT file_hash, {cols} FROM fonts"):
         if h is None:
             continue
         em = em_box_from_metrics(upem, asc, desc, tasc, tdesc)
-        out[str(h)] = (str(family) if family else str(h), str(style or ""), em, bool(excluded == 1))
+        out[str(h)] = (str(family) if family else str(h), str(style or ""), em, bool(excluded))
     return out
 
 
+# json_valid parses the text once; SQLite keeps that parse for the json_type/json_array_length calls
+# on the same value, so the three checks cost about one parse per row.
 _STATUS_SQL = """CASE WHEN contours IS NULL THEN 1
      WHEN NOT json_valid(contours) THEN 2
      WHEN json_type(contours) <> 'array' THEN 2

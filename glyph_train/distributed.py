@@ -43,21 +43,27 @@ def requested_processes(explicit: int = 0) -> int | None:
 
 
 def _from_parent_accelerate_launch() -> int | None:
-    """Read `--num_processes` (or its config file's value) from the parent `accelerate launch` command line."""
+    """`--num_processes` (or its config file's value) of the parent `accelerate launch`, read with
+    Accelerate's own argument parser so the training script's flags are never mistaken for its own."""
     try:
-        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode().split("\0")
+        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode().split("\0")[:-1]
     except OSError:
         return None
-    if not any(a.endswith("accelerate") for a in argv[:2]) or "launch" not in argv:
+    # `accelerate launch ...` (console script) or `python -m accelerate.commands.launch ...`
+    starts = [i for i, a in enumerate(argv[:4]) if a == "launch" or a.endswith("accelerate.commands.launch")]
+    if not starts or "accelerate" not in " ".join(argv[:starts[0] + 1]):
         return None
-    args = argv[argv.index("launch") + 1:]
-    for i, arg in enumerate(args):
-        if arg.startswith("--num_processes") or arg.startswith("--num-processes"):
-            value = arg.split("=", 1)[1] if "=" in arg else args[i + 1]
-            return int(value)
-        if arg == "--config_file" or arg == "--config-file":
-            return _processes_in_config(Path(args[i + 1]))
-    return None
+    from accelerate.commands.config import default_config_file
+    from accelerate.commands.launch import launch_command_parser
+
+    try:
+        launch_args = launch_command_parser().parse_args(argv[starts[0] + 1:])
+    except SystemExit:
+        return None
+    if launch_args.num_processes:
+        return int(launch_args.num_processes)
+    config_file = launch_args.config_file or default_config_file
+    return _processes_in_config(Path(config_file))
 
 
 def _processes_in_config(path: Path) -> int | None:

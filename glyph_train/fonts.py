@@ -74,11 +74,12 @@ def find_font_files(inputs: Iterable[str | Path], fontpkg: bool = False) -> list
             raise GlyphTrainError(f"{path}: no such file or directory; pass font files, directories or --fontpkg")
     if fontpkg:
         found += fontpkg_font_files()
-    unique = list(dict.fromkeys(p.resolve() for p in found))
+    unique = list({p.resolve(): p for p in reversed(found)}.values())[::-1]  # first mention wins
+    if not unique and not inputs:
+        raise GlyphTrainError("no fonts given: pass font files, directories or --fontpkg")
     if not unique:
-        where = ", ".join(str(i) for i in inputs) or "the command line"
-        raise GlyphTrainError(f"no font files ({', '.join(sorted(FONT_SUFFIXES))}) found in {where}; "
-                              "pass font files, directories or --fontpkg")
+        raise GlyphTrainError(f"no font files ({', '.join(sorted(FONT_SUFFIXES))}) found in "
+                              f"{', '.join(str(i) for i in inputs)}; pass font files, directories or --fontpkg")
     return unique
 
 
@@ -118,16 +119,17 @@ def list_faces(path: Path) -> list[FontFace]:
     except OSError as err:
         raise FontError(f"cannot read: {err.strerror or err}") from None
     digest = hashlib.sha256(data).hexdigest()
-    count = struct.unpack(">I", data[8:12])[0] if data[:4] == b"ttcf" and len(data) >= 12 else 1
+    collection = data[:4] == b"ttcf"
+    count = struct.unpack(">I", data[8:12])[0] if collection and len(data) >= 12 else 1
     faces: list[FontFace] = []
     for index in range(count):
         try:
-            font = TTFont(io.BytesIO(data), fontNumber=index if count > 1 else -1, lazy=True)
+            font = TTFont(io.BytesIO(data), fontNumber=index if collection else -1, lazy=True)
             faces += _faces_of(font, path, index, digest, data)
         except FontError:
             raise
         except Exception as err:  # fontTools raises many types on corrupt data; the reason is what matters
-            raise FontError(f"not a readable font ({type(err).__name__}: {_one_line(err)})") from None
+            raise FontError(f"not a readable font ({type(err).__name__}: {error_line(err)})") from None
     return faces
 
 
@@ -179,6 +181,7 @@ def _metrics(font: TTFont, hb_font: hb.Font) -> dict[str, int | None]:
     )
 
 
-def _one_line(err: BaseException) -> str:
+def error_line(err: BaseException) -> str:
+    """An exception as one line for a skip message."""
     text = str(err).strip()
     return text.splitlines()[0] if text else "no details"

@@ -268,7 +268,7 @@ def evaluate_embeddings(
     (excluded from retrieval), by_char_class {char_class: same keys without by_char_class}.
     """
     labels = np.asarray(labels, dtype=np.int64)
-    char_classes = np.asarray(char_classes, dtype=object)
+    char_classes = np.asarray(char_classes, dtype=object).astype(str)  # None (unknown class) -> "None"
     if len(char_classes) != len(labels) or len(embeddings) != len(labels):
         raise ValueError(f"{len(embeddings)} embeddings, {len(labels)} labels, {len(char_classes)} char classes")
     x = normalise(embeddings)
@@ -286,7 +286,6 @@ def evaluate_embeddings(
 
     result = summary(np.ones(len(labels), dtype=bool), None)
     result["by_char_class"] = {
-        str(cc): summary(char_classes == cc, np.flatnonzero(char_classes == cc))
-        for cc in sorted(set(char_classes.tolist()))
+        cc: summary(char_classes == cc, np.flatnonzero(char_classes == cc)) for cc in sorted(set(char_classes))
     }
     return result

@@ -9,83 +9,113 @@ TrueType outlines come out as fontTools' DecomposingRecordingPen records them.
 
 from __future__ import annotations
 
-import json
+from functools import lru_cache
+from itertools import chain
 
 import uharfbuzz as hb
 
 ZWJ = 0x200D
-Subpath = list[list]  # [[op, [[x, y], ...]], ...]
 
-# Where the letter sits in its ZWJ context: (code points around it, its index).
+# Code points before and after the letter for each positional form.
 _CONTEXTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "isol": ((), ()), "init": ((), (ZWJ,)), "medi": ((ZWJ,), (ZWJ,)), "fina": ((ZWJ,), ()),
 }
 
+# The pen writes contours JSON as a %-template plus a flat list of coordinates, formatted in one go at
+# the end: building nested lists and json.dumps-ing them cost several times HarfBuzz's drawing itself.
+# %g (six significant digits) writes the integer and half-unit coordinates of static fonts exactly, as
+# ints where integral, and an instance's interpolated ones to a hundredth of a unit or better.
+_MOVE = ',[["moveTo",[[%g,%g]]]'
+_LINE = ',["lineTo",[[%g,%g]]]'
+_CLOSE = ',["closePath",[]]]'
+_END = "]"
 
-def _coord(value: float) -> float | int:
-    # 0.1 font unit is far below any raster's resolution and keeps the JSON short.
-    value = round(value, 1)
-    return int(value) if value.is_integer() else value
+
+@lru_cache(maxsize=None)
+def _segment(op: str, points: int, null_end: bool = False) -> str:
+    return f',["{op}",[' + ",".join(["[%g,%g]"] * points + ["null"] * null_end) + "]]"
 
 
 class ContourPen:
-    """fontTools pen protocol receiver that records subpaths as contours JSON lists, offset by (dx, dy).
+    """fontTools pen protocol receiver that writes contours JSON (font units, y up).
 
     HarfBuzz reports a TrueType chain of off-curve points as single quadratic segments joined at implied
     on-curve midpoints; those midpoints are dropped again so a qCurveTo carries the whole chain.
     """
 
     def __init__(self) -> None:
-        self.subpaths: list[Subpath] = []
-        self.dx = 0.0
-        self.dy = 0.0
-        self._start: list = []
-        self._last_control: tuple[float, float] | None = None  # of the previous segment if quadratic
+        self._parts: list[str] = []
+        self._coords: list[float] = []  # x0, y0, x1, y1, ... in drawing order
+        self._offsets: list[tuple[int, float, float]] = []  # (first coordinate index, dx, dy)
+        self._chain = 0  # points in the last segment if it is a qCurveTo, else 0
+        self._start: tuple[float, float] = (0.0, 0.0)
 
-    def _pt(self, pt: tuple[float, float]) -> list:
-        return [_coord(pt[0] + self.dx), _coord(pt[1] + self.dy)]
+    def offset(self, dx: float, dy: float) -> None:
+        """Place what is drawn from now on at (dx, dy)."""
+        self._offsets.append((len(self._coords), dx, dy))
 
     def moveTo(self, pt: tuple[float, float]) -> None:
-        self._start = self._pt(pt)
-        self.subpaths.append([["moveTo", [self._start]]])
-        self._last_control = None
+        self._parts.append(_MOVE)
+        self._coords += pt
+        self._start = pt
+        self._chain = 0
 
     def lineTo(self, pt: tuple[float, float]) -> None:
-        self.subpaths[-1].append(["lineTo", [self._pt(pt)]])
-        self._last_control = None
+        self._parts.append(_LINE)
+        self._coords += pt
+        self._chain = 0
 
     def curveTo(self, *pts: tuple[float, float]) -> None:
-        self.subpaths[-1].append(["curveTo", [self._pt(p) for p in pts]])
-        self._last_control = None
+        self._parts.append(_segment("curveTo", len(pts)))
+        self._coords += chain.from_iterable(pts)
+        self._chain = 0
 
     def qCurveTo(self, *pts: tuple[float, float]) -> None:
-        segment = self.subpaths[-1][-1]
-        prev = self._last_control
-        if len(pts) == 2 and prev is not None and segment[0] == "qCurveTo":
-            control = pts[0]
-            mid = ((prev[0] + control[0]) / 2 + self.dx, (prev[1] + control[1]) / 2 + self.dy)
-            end = segment[1][-1]
-            if abs(mid[0] - end[0]) <= 0.06 and abs(mid[1] - end[1]) <= 0.06:  # implied on-curve point
-                segment[1][-1:] = [self._pt(control), self._pt(pts[1])]
-                self._last_control = control
+        coords = self._coords
+        if self._chain >= 2 and len(pts) == 2:
+            (cx, cy), end = pts
+            # The previous end point halfway between the previous and this off-curve point is an implied
+            # on-curve point (HarfBuzz computes it in float32, hence the tolerance): extend the chain.
+            if -2e-3 < coords[-4] + cx - 2 * coords[-2] < 2e-3 and -2e-3 < coords[-3] + cy - 2 * coords[-1] < 2e-3:
+                coords[-2:] = (cx, cy, *end)
+                self._chain += 1
+                self._parts[-1] = _segment("qCurveTo", self._chain)
                 return
-        self.subpaths[-1].append(["qCurveTo", [self._pt(p) for p in pts]])
-        self._last_control = pts[-2] if len(pts) >= 2 else None
+        if pts[-1] is None:  # fontTools' all-off-curve contour, a subpath of its own without moveTo
+            self._parts.append(",[" + _segment("qCurveTo", len(pts) - 1, null_end=True)[1:])
+            coords += chain.from_iterable(pts[:-1])
+            self._chain = 0
+            return
+        self._parts.append(_segment("qCurveTo", len(pts)))
+        coords += chain.from_iterable(pts)
+        self._chain = len(pts)
 
     def closePath(self) -> None:
-        subpath = self.subpaths[-1]
-        # HarfBuzz draws the closing line explicitly; closePath already implies it.
-        if len(subpath) > 1 and subpath[-1][0] == "lineTo" and subpath[-1][1][0] == self._start:
-            subpath.pop()
-        subpath.append(["closePath", []])
-        self._last_control = None
+        # HarfBuzz draws the closing line explicitly; closePath implies it.
+        if self._parts[-1] is _LINE and tuple(self._coords[-2:]) == tuple(self._start) and self._parts[-2] is not _MOVE:
+            self._parts.pop()
+            del self._coords[-2:]
+        self._parts.append(_CLOSE)
+        self._chain = 0
 
     def endPath(self) -> None:
-        self._last_control = None
+        self._parts.append(_END)
+        self._chain = 0
 
-
-def contours_json(subpaths: list[Subpath]) -> str:
-    return json.dumps(subpaths, separators=(",", ":"))
+    def json(self) -> str:
+        """The recorded subpaths as contours JSON; '' when nothing was drawn."""
+        if not self._parts:
+            return ""
+        coords = self._coords
+        bounds = [*self._offsets, (len(coords), 0.0, 0.0)]
+        if self._offsets:
+            coords = coords[: bounds[0][0]]
+            for (first, dx, dy), (stop, _, _) in zip(bounds, bounds[1:]):
+                part = self._coords[first:stop]
+                part[0::2] = [x + dx for x in part[0::2]]
+                part[1::2] = [y + dy for y in part[1::2]]
+                coords += part
+        return "[" + ("".join(self._parts) % tuple(coords))[1:] + "]"
 
 
 class Shaper:
@@ -102,23 +132,22 @@ class Shaper:
         nominal = self.font.get_nominal_glyph
         return {cp: nominal(cp) for cp in self.face.unicodes}
 
-    def glyph_outline(self, gid: int) -> list[Subpath]:
-        """A glyph's outline at the origin, components decomposed; [] when it draws nothing."""
+    def glyph_outline(self, gid: int) -> str:
+        """A glyph's outline at the origin as contours JSON, components decomposed; '' if it draws nothing."""
         pen = ContourPen()
         self.font.draw_glyph_with_pen(gid, pen)
-        return pen.subpaths
+        return pen.json()
 
-    def form_outline(self, cp: int, form: str) -> list[Subpath]:
+    def form_outline(self, cp: int, form: str) -> str:
         """The letter's glyphs when shaped in the form's ZWJ context, placed at HarfBuzz's offsets and
-        advances relative to the leftmost of them; ZWJ's glyph is not part of it."""
+        advances relative to the leftmost of them, as contours JSON; ZWJ's own glyph is left out."""
         before, after = _CONTEXTS[form]
         buf = hb.Buffer()
         buf.add_codepoints([*before, cp, *after])
         # At the default cluster level ZWJ merges into the letter's cluster and init/medi never apply.
         buf.cluster_level = hb.BufferClusterLevel.CHARACTERS
         buf.guess_segment_properties()  # direction and script from the letter (Arabic, Syriac, N'Ko ...)
-        if buf.script == "Arab":
-            buf.language = "ar"  # fixed so results do not depend on the process locale
+        buf.language = "ar" if buf.script == "Arab" else "und"  # not the process locale's
         hb.shape(self.font, buf, {})
         index = len(before)
         placed: list[tuple[int, float, float, float]] = []  # glyph, pen x, x offset, y
@@ -126,15 +155,15 @@ class Shaper:
         for info, pos in zip(buf.glyph_infos, buf.glyph_positions):
             if info.cluster == index:
                 if info.codepoint == 0:
-                    return []  # .notdef: the font cannot show this form
+                    return ""  # .notdef: the font cannot show this form
                 placed.append((info.codepoint, x, pos.x_offset, y + pos.y_offset))
             x += pos.x_advance
             y += pos.y_advance
         if not placed:
-            return []
+            return ""
         origin = min(pen_x for _, pen_x, _, _ in placed)
         pen = ContourPen()
-        for gid, pen_x, x_offset, gy in placed:
-            pen.dx, pen.dy = pen_x - origin + x_offset, gy
+        for gid, pen_x, x_offset, glyph_y in placed:
+            pen.offset(pen_x - origin + x_offset, glyph_y)
             self.font.draw_glyph_with_pen(gid, pen)
-        return pen.subpaths
+        return pen.json()

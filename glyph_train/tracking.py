@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,8 @@ def wandb_mode(requested: str) -> str:
 
 
 def start_tracking(accelerator: Accelerator, project: str, run_name: str, out_dir: Path, config: dict, mode: str) -> None:
-    """Must be called on every process (Accelerate only starts trackers on the main one)."""
-    if mode == "disabled":
+    """W&B on the main process only; the others log nothing."""
+    if mode == "disabled" or not accelerator.is_main_process:
         return
     os.environ.setdefault("WANDB_SILENT", "true")
     accelerator.init_trackers(
@@ -40,9 +41,7 @@ def _stable_run_id(out_dir: Path) -> str:
         return os.environ["WANDB_RUN_ID"]
     id_file = out_dir / "wandb_run_id"
     if not id_file.exists():
-        import wandb
-
-        id_file.write_text(wandb.util.generate_id())
+        id_file.write_text(secrets.token_hex(4))
     return id_file.read_text().strip()
 
 

@@ -35,7 +35,7 @@ CREATE TABLE glyphs (
 class FontSpec:
     package: str  # fontpkg module
     file: str  # file name under files/
-    style: str  # named instance subfamily (variable fonts) or the style of a static file
+    style: str  # named instance subfamily (variable fonts) or the style of a static file; "" = from the font
     location: tuple[tuple[str, float], ...] = ()
 
 
@@ -75,6 +75,18 @@ class DBInfo:
     render_bad: int = 0
     excluded_rows: int = 0
     shaped_rows: int = 0
+
+
+def fontpkg_specs() -> list[FontSpec]:
+    """Every installed fontpkg font file at its default location (benchmarks: a bigger, varied DB)."""
+    from importlib.metadata import entry_points
+
+    specs = []
+    for ep in sorted(entry_points(group="fontpkg.family"), key=lambda e: e.name):
+        files = Path(importlib.import_module(ep.value).__file__).parent / "files"
+        for f in sorted(files.glob("*.[ot]tf")):
+            specs.append(FontSpec(ep.value, f.name, ""))  # style read from the font's name table
+    return specs
 
 
 def font_path(spec: FontSpec) -> Path:
@@ -144,8 +156,10 @@ def font_rows(spec: FontSpec) -> tuple[dict, TTFont, object]:
     glyphset = font.getGlyphSet(location=dict(spec.location)) if spec.location else font.getGlyphSet()
     digest = hashlib.sha256(path.read_bytes() + repr(spec.location).encode()).hexdigest()
     os2, hhea = font["OS/2"], font["hhea"]
-    row = dict(file_hash=digest, file_name=path.name, family_name=font["name"].getDebugName(1),
-               style_name=spec.style, upem=font["head"].unitsPerEm, ascent=hhea.ascent, descent=hhea.descent,
+    name = font["name"]
+    row = dict(file_hash=digest, file_name=path.name, family_name=name.getDebugName(16) or name.getDebugName(1),
+               style_name=spec.style or name.getDebugName(17) or name.getDebugName(2),
+               upem=font["head"].unitsPerEm, ascent=hhea.ascent, descent=hhea.descent,
                line_gap=hhea.lineGap, typo_ascent=os2.sTypoAscender, typo_descent=os2.sTypoDescender,
                x_height=getattr(os2, "sxHeight", None), cap_height=getattr(os2, "sCapHeight", None), excluded=0)
     return row, font, glyphset
@@ -180,7 +194,7 @@ def write_db(path: str | Path, fonts=DEFAULT_FONTS, latin: str = LATIN, arabic=A
             row["family_name"] = None
         conn.execute(f"INSERT INTO fonts ({','.join(row)}) VALUES ({','.join('?' * len(row))})", list(row.values()))
         f_id = row["file_hash"]
-        info.fonts[f_id] = f"{row['family_name']} {spec.style}"
+        info.fonts[f_id] = f"{row['family_name']} {row['style_name']}"
         items = [(ord(c), f"{ord(c)}_isol", ord(c), "NO_JOIN") for c in latin]
         for cp in arabic:
             for form in ("isol", "init", "medi", "fina"):

@@ -1,0 +1,487 @@
+"""`glyph-train prepare`: render a glyphs.db once into a fingerprinted Hugging Face DatasetDict cache.
+
+Pipeline: select metadata (filters, skip counts, content hash; db.py) -> split (splits.py) -> label index
+-> fingerprint -> reuse OUT if its fingerprint matches, else render in parallel into a temp dir next to
+OUT and rename it into place. Rendering streams: worker processes take shards of a few hundred rows, each
+opens its own read-only connection, fetches contours in chunks and returns an image block that the main
+process appends to an Arrow file on disk, so memory stays flat however large the DB is.
+
+On disk (OUT/):
+  dataset_dict.json, train/, validation/   `DatasetDict.save_to_disk`; columns: image (uint8 S x S,
+                                           Array2D), label, label_name, glyph_id, font, family, style,
+                                           char_class, joining_group; rows in ascending glyph_id
+  labels.json                              label name -> index (indices = sorted label names) + counts
+  prepare.json                             fingerprint, parameters, and the selection/render/split report
+
+The trainer reads images through `images_view`: numpy views straight over the Arrow memory map.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from glyph_train.db import GlyphFilter, GlyphMeta, Selection, add_filter_arguments, filter_from_args, iter_contours, \
+    select_glyphs
+from glyph_train.errors import GlyphTrainError
+from glyph_train.raster import FITS, RENDERER_VERSION, EmBox, RenderParams, render
+from glyph_train.splits import SPLITS, SplitResult, split_glyphs
+
+CACHE_FORMAT = 1  # bump when the on-disk layout or column meaning changes
+SHARD_ROWS = 500  # rows per render task: 8 MB of 128 px images in flight, a smooth progress bar
+LABELS_FILE = "labels.json"
+INFO_FILE = "prepare.json"
+COLUMNS = ("image", "label", "label_name", "glyph_id", "font", "family", "style", "char_class", "joining_group")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", required=True, type=Path, help="glyphs.db to read (opened read-only)")
+    parser.add_argument("--out", required=True, type=Path, help="cache directory to write (or reuse)")
+    parser.add_argument("--img-size", type=int, default=128, help="image size in pixels (default 128)")
+    parser.add_argument("--fit", choices=FITS, default="tight",
+                        help="tight: glyph bbox fills the frame; em: font metrics do, relative size kept")
+    parser.add_argument("--split", choices=SPLITS, default="font",
+                        help="font: hold out whole families (default); stratified: per label")
+    parser.add_argument("--val-frac", type=float, default=0.1, help="validation share (default 0.1)")
+    parser.add_argument("--num-proc", type=int, default=max(1, min(8, os.cpu_count() or 1)),
+                        help="rendering processes (default: CPU count, at most 8)")
+    add_filter_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        params = RenderParams(img_size=args.img_size, fit=args.fit)
+    except ValueError as e:
+        raise GlyphTrainError(str(e)) from None
+    prepare(args.db, args.out, params, args.split, args.val_frac, args.seed, args.num_proc, filter_from_args(args))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- result
+
+
+@dataclass
+class PreparedData:
+    path: Path
+    train: Any  # datasets.Dataset
+    validation: Any  # datasets.Dataset
+    label_names: list[str]
+    label_counts: list[int]  # train + validation rows per label index
+    fingerprint: str
+    cache_hit: bool = False
+    info: dict = field(default_factory=dict)  # prepare.json
+
+    @property
+    def img_size(self) -> int:
+        return int(self.info["params"]["img_size"])
+
+
+def cache_features(img_size: int):
+    import datasets
+
+    return datasets.Features({
+        # Array2D stores list<list<uint8>>: one contiguous values buffer per chunk -> zero-copy numpy view.
+        "image": datasets.Array2D((img_size, img_size), "uint8"),
+        "label": datasets.Value("int64"),
+        "label_name": datasets.Value("string"),
+        "glyph_id": datasets.Value("int64"),
+        "font": datasets.Value("string"),
+        "family": datasets.Value("string"),
+        "style": datasets.Value("string"),
+        "char_class": datasets.Value("string"),
+        "joining_group": datasets.Value("string"),
+    })
+
+
+def fingerprint_of(sel: Selection, params: RenderParams, split: str, val_frac: float, seed: int,
+                   flt: GlyphFilter) -> str:
+    """sha256 of everything the cache's bytes depend on; num_proc is left out (it does not change them)."""
+    key = {"format": CACHE_FORMAT, "renderer": RENDERER_VERSION, "params": asdict(params), "split": split,
+           "val_frac": val_frac, "seed": seed, "filter": flt.to_dict(), "content": sel.content_hash}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- prepare
+
+
+def prepare(db: Path, out: Path, params: RenderParams, split: str = "font", val_frac: float = 0.1, seed: int = 0,
+            num_proc: int = 1, flt: GlyphFilter = GlyphFilter()) -> PreparedData:
+    """Render `db` into the cache at `out`, or reuse `out` when its fingerprint matches."""
+    t0 = time.perf_counter()
+    db, out = Path(db), Path(out)
+    sel = select_glyphs(db, flt, hash_content=True)
+    print(f"prepare: {sel.stats.summary()}")
+    if not sel.glyphs:
+        raise GlyphTrainError(f"{db}: no glyphs left to prepare after filtering ({sel.stats.summary()})")
+    fp = fingerprint_of(sel, params, split, val_frac, seed, flt)
+    if _cached_fingerprint(out) == fp:
+        data = load_prepared(out)
+        data.cache_hit = True
+        print(f"prepare: cache hit: {out} (fingerprint {fp[:12]}): {len(data.train):,} train / "
+              f"{len(data.validation):,} validation, {len(data.label_names):,} labels")
+        return data
+    _check_replaceable(out)
+
+    parts = split_glyphs(sel.glyphs, split, val_frac, seed)
+    print(f"prepare: {parts.summary()}")
+    label_names = sorted({sel.glyphs[i].label for i in parts.train})
+    index = {name: k for k, name in enumerate(label_names)}
+
+    _remove_stale_stages(out)
+    stage = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        dsd, render_skips = _render_splits(db, sel.glyphs, parts, index, params, num_proc, stage)
+        dsd, late_drops = _drop_untrained_labels(dsd, len(label_names))
+        counts = _counts(dsd, len(label_names))
+        info = {
+            "fingerprint": fp, "format": CACHE_FORMAT, "renderer": RENDERER_VERSION, "db": str(db.resolve()),
+            "params": asdict(params), "split": split, "val_frac": val_frac, "seed": seed, "filter": flt.to_dict(),
+            "selection": sel.stats.to_dict(), "render_skips": render_skips,
+            "split_report": {"train": len(dsd["train"]), "validation": len(dsd["validation"]),
+                             "val_families": parts.val_families,
+                             "dropped_val_rows": parts.dropped_val_rows + late_drops[0],
+                             "dropped_val_labels": parts.dropped_val_labels + late_drops[1]},
+            "num_labels": len(label_names), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        final = stage / "data"
+        # An empty split needs one (empty) shard file, or load_from_disk cannot open it.
+        dsd.save_to_disk(str(final), num_shards={k: 1 for k, v in dsd.items() if len(v) == 0} or None)
+        _write_json(final / LABELS_FILE, {"fingerprint": fp, "num_labels": len(label_names), "labels": [
+            {"name": n, "index": k, "count": int(counts[0][k] + counts[1][k]), "train": int(counts[0][k]),
+             "validation": int(counts[1][k])} for k, n in enumerate(label_names)]})
+        _write_json(final / INFO_FILE, info)  # written last: its presence marks a complete cache
+        del dsd  # release the staging files' memory maps before moving them
+        _swap_into_place(final, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+    data = load_prepared(out)
+    if any(render_skips.values()):
+        print("prepare: skipped at render time: " + ", ".join(f"{v:,} {k.replace('_', ' ')}"
+                                                              for k, v in render_skips.items() if v))
+    if late_drops[0]:
+        print(f"prepare: dropped {late_drops[0]:,} validation rows whose label lost all train rows to render skips")
+    print(f"prepare: {len(data.train):,} train / {len(data.validation):,} validation, {len(label_names):,} labels; "
+          f"wrote {out} in {time.perf_counter() - t0:.1f} s (fingerprint {fp[:12]})")
+    return data
+
+
+def _cached_fingerprint(out: Path) -> str | None:
+    try:
+        return json.loads((out / INFO_FILE).read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _check_replaceable(out: Path) -> None:
+    """Only ever replace an earlier cache or an empty directory, never someone's other files."""
+    if out.exists() and not (out / INFO_FILE).exists() and (not out.is_dir() or any(out.iterdir())):
+        raise GlyphTrainError(f"{out} exists and is not a glyph-train cache; choose another --out or remove it")
+
+
+def _remove_stale_stages(out: Path) -> None:
+    """Temp dirs left by a killed prepare (`.OUT.tmp-PID`, `.OUT.old-PID`) whose process is gone."""
+    if not out.parent.is_dir():
+        return
+    for p in out.parent.glob(f".{out.name}.*-*"):
+        kind, _, pid = p.name[len(out.name) + 2:].partition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except PermissionError:  # alive, someone else's
+            pass
+
+
+def _swap_into_place(final: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(out, old)
+    os.rename(final, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+
+def _shard_rows(glyphs: Sequence[GlyphMeta], indices: Sequence[int], index: dict[str, int],
+                num_proc: int) -> list[list[tuple]]:
+    """Plain tuples (cheap to pickle to workers) in ascending glyph_id order, cut into shards of at most
+    SHARD_ROWS rows and at least 4 per process, so that workers stay balanced."""
+    rows = []
+    for i in indices:
+        g = glyphs[i]
+        rows.append((g.glyph_id, index[g.label], g.label, g.font, g.family, g.style, g.char_class, g.joining_group,
+                     (g.em.upem, g.em.ascent, g.em.descent)))
+    size = max(1, min(SHARD_ROWS, -(-len(rows) // (4 * num_proc))))
+    return [rows[k: k + size] for k in range(0, len(rows), size)]
+
+
+_META = ("label", "label_name", "glyph_id", "font", "family", "style", "char_class", "joining_group")
+
+
+def _render_shard(task: tuple[str, dict, list[tuple]]) -> tuple[np.ndarray, dict[str, list], dict[str, int]]:
+    """Worker: own read-only connection, contours fetched in chunks; returns an image block + metadata columns."""
+    db, params, rows = task
+    rp = RenderParams(**params)
+    images = np.empty((len(rows), rp.img_size, rp.img_size), dtype=np.uint8)
+    cols: dict[str, list] = {c: [] for c in _META}
+    skips = {"render_failed": 0, "blank": 0}
+    k = 0
+    for row, (gid, text) in zip(rows, iter_contours(db, [r[0] for r in rows])):
+        try:
+            img = render(text, rp, EmBox(*row[8]))
+        except ValueError:  # well-formed JSON, bad structure: only the renderer's parser can tell
+            skips["render_failed"] += 1
+            continue
+        if not img.any():
+            skips["blank"] += 1  # e.g. a lone point: nothing for the model to see
+            continue
+        images[k] = img
+        k += 1
+        for c, v in zip(_META, (row[1], row[2], row[0], row[3], row[4], row[5], row[6], row[7])):
+            cols[c].append(v)
+    return images[:k], cols, skips
+
+
+def _arrow_table(images: np.ndarray, cols: dict[str, list], features):
+    """Build the Arrow table straight from the image block: no per-row encoding through Python lists."""
+    import pyarrow as pa
+
+    n, h, w = images.shape
+    values = pa.array(images.reshape(-1))  # zero-copy over the block
+    rows = pa.ListArray.from_arrays(pa.array(np.arange(0, n * h * w + 1, w, dtype=np.int32)), values)
+    storage = pa.ListArray.from_arrays(pa.array(np.arange(0, n * h + 1, h, dtype=np.int32)), rows)
+    schema = features.arrow_schema
+    arrays = [pa.ExtensionArray.from_storage(schema.field("image").type, storage)]
+    arrays += [pa.array(cols[c], type=schema.field(c).type) for c in _META]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _render_splits(db: Path, glyphs: Sequence[GlyphMeta], parts: SplitResult, index: dict[str, int],
+                   params: RenderParams, num_proc: int, stage: Path):
+    import datasets
+    import multiprocessing as mp
+
+    from datasets.arrow_writer import ArrowWriter
+    from tqdm.auto import tqdm
+
+    features = cache_features(params.img_size)
+    skips: Counter = Counter({"render_failed": 0, "blank": 0})
+    tasks = {name: [(str(db), asdict(params), rows) for rows in _shard_rows(glyphs, idx, index, num_proc)]
+             for name, idx in (("train", parts.train), ("validation", parts.validation))}
+    procs = max(1, min(num_proc, max(len(t) for t in tasks.values())))
+    # fork: workers inherit the imported modules (no re-import per worker); results arrive in shard order.
+    pool = mp.get_context("fork" if os.name == "posix" else "spawn").Pool(procs) if procs > 1 else None
+    out = {}
+    try:
+        for name, split_tasks in tasks.items():
+            total = sum(len(t[2]) for t in split_tasks)
+            if not total:
+                out[name] = datasets.Dataset.from_dict({c: [] for c in COLUMNS}, features=features)
+                continue
+            path = stage / f"{name}.arrow"
+            writer = ArrowWriter(features=features, path=str(path))
+            results = pool.imap(_render_shard, split_tasks) if pool else map(_render_shard, split_tasks)
+            with tqdm(total=total, unit=" glyphs", desc=f"render {name}", smoothing=0.1) as bar:
+                for images, cols, shard_skips in results:
+                    if len(images):
+                        writer.write_table(_arrow_table(images, cols, features))
+                    skips.update(shard_skips)
+                    bar.update(len(images) + sum(shard_skips.values()))
+            writer.finalize()
+            writer.close()
+            out[name] = datasets.Dataset.from_file(str(path))
+    finally:
+        if pool is not None:
+            pool.terminate()
+    if len(out["train"]) == 0:
+        raise GlyphTrainError(f"{db}: no training glyph could be rendered ({dict(skips)})")
+    return datasets.DatasetDict(out), dict(skips)
+
+
+def _drop_untrained_labels(dsd, num_labels: int):
+    """Render skips can empty a label's train side; its validation rows then go too (counted)."""
+    train_counts = np.bincount(column_array(dsd["train"], "label"), minlength=num_labels)
+    val_labels = column_array(dsd["validation"], "label")
+    bad = train_counts[val_labels] == 0 if len(val_labels) else np.zeros(0, bool)
+    if not bad.any():
+        return dsd, (0, 0)
+    keep = np.nonzero(~bad)[0]
+    dsd["validation"] = dsd["validation"].select(keep)
+    return dsd, (int(bad.sum()), len(set(val_labels[bad].tolist())))
+
+
+def _counts(dsd, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    return tuple(np.bincount(column_array(dsd[s], "label"), minlength=num_labels) for s in ("train", "validation"))
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def load_prepared(out: Path) -> PreparedData:
+    """Open a prepared cache (memory-mapped; nothing is read into RAM up front)."""
+    import datasets
+
+    out = Path(out)
+    if not (out / INFO_FILE).is_file() or not (out / LABELS_FILE).is_file():
+        raise GlyphTrainError(f"{out}: not a prepared cache (no {INFO_FILE}/{LABELS_FILE}); "
+                              "run `glyph-train prepare --db DB --out DIR`")
+    try:
+        info = json.loads((out / INFO_FILE).read_text(encoding="utf-8"))
+        labels = json.loads((out / LABELS_FILE).read_text(encoding="utf-8"))
+        dsd = datasets.load_from_disk(str(out))
+    except (OSError, ValueError) as e:
+        raise GlyphTrainError(f"{out}: unreadable cache ({e}); delete it and prepare again") from None
+    entries = sorted(labels["labels"], key=lambda e: e["index"])
+    return PreparedData(out, dsd["train"], dsd["validation"], [e["name"] for e in entries],
+                        [int(e["count"]) for e in entries], info["fingerprint"], False, info)
+
+
+def column_array(ds, name: str) -> np.ndarray:
+    """A whole column as numpy in one Arrow call (ints: numeric array; strings: object array).
+
+    `np.asarray(ds[name])` walks a datasets Column row by row: ~10 s per 500k rows instead of milliseconds.
+    """
+    col = ds.with_format("arrow")[name]  # honours an indices mapping (select/shuffle)
+    return col.to_numpy() if col.num_chunks else np.zeros(0, dtype=np.int64 if name == "label" else object)
+
+
+class ImageArray:
+    """(N, S, S) uint8 images of a cache split as zero-copy numpy views over its Arrow memory map.
+
+    An Arrow column is a list of chunks (one per record batch written), each with its own contiguous
+    buffer, so the column is not one ndarray; this class indexes like one: `a[i]` is a read-only (S, S)
+    view, `a[idx]` (ints, bool mask or slice) gathers a new (k, S, S) array. A slice inside one chunk is a view.
+    Pickling re-opens the dataset's files instead of copying pixels (cheap for spawned DataLoader workers).
+    """
+
+    def __init__(self, ds) -> None:
+        import pyarrow as pa
+
+        self._ds = ds
+        size = ds.features["image"].shape
+        col = ds.data.table.column("image")
+        chunks = []
+        for chunk in col.chunks:
+            if len(chunk) == 0:
+                continue
+            if chunk.null_count:
+                raise GlyphTrainError("cache image column has nulls; delete the cache and prepare again")
+            storage = chunk.storage if isinstance(chunk, pa.ExtensionArray) else chunk
+            values = storage
+            for _ in size:  # flatten() honours the chunk's slice offset, unlike .values
+                values = values.flatten()
+            if len(values) != len(chunk) * int(np.prod(size)):
+                raise GlyphTrainError("cache image column is not (S, S) per row; delete the cache and prepare again")
+            chunks.append(values.to_numpy(zero_copy_only=True).reshape(len(chunk), *size))
+        self._chunks = chunks
+        self._starts = [0]
+        for c in chunks:
+            self._starts.append(self._starts[-1] + len(c))
+        self._index = None if ds._indices is None else np.asarray(ds._indices.column(0), dtype=np.int64)
+        n = len(self._index) if self._index is not None else self._starts[-1]
+        self.shape = (n, *size)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 1 + len(size)
+
+    @property
+    def chunks(self) -> list[np.ndarray]:
+        return self._chunks
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __reduce__(self):
+        return images_view, (self._ds,)
+
+    def _row(self, i: int) -> np.ndarray:
+        if self._index is not None:
+            i = int(self._index[i])
+        if len(self._chunks) == 1:
+            return self._chunks[0][i]
+        c = bisect.bisect_right(self._starts, i) - 1
+        return self._chunks[c][i - self._starts[c]]
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            first, rest = key[0], key[1:]
+            return self[first][(slice(None), *rest) if not _is_int(first) else rest]
+        n = len(self)
+        if _is_int(key):
+            i = int(key)
+            if not -n <= i < n:
+                raise IndexError(f"index {i} out of range for {n} images")
+            return self._row(i + n if i < 0 else i)
+        if isinstance(key, slice):
+            rng = range(*key.indices(n))
+            if self._index is None and rng.step == 1 and len(rng):
+                c = bisect.bisect_right(self._starts, rng.start) - 1
+                if rng.stop <= self._starts[c + 1]:  # inside one chunk: a view
+                    return self._chunks[c][rng.start - self._starts[c]: rng.stop - self._starts[c]]
+            idx = np.arange(rng.start, rng.stop, rng.step, dtype=np.int64)
+        else:
+            idx = np.asarray(key)
+            if idx.dtype == bool:
+                if idx.shape != (n,):
+                    raise IndexError(f"boolean index of shape {idx.shape} for {n} images")
+                idx = np.nonzero(idx)[0]
+            elif idx.size and not np.issubdtype(idx.dtype, np.integer):
+                raise IndexError(f"images can be indexed by ints, slices or int/bool arrays, not {idx.dtype}")
+            idx = idx.astype(np.int64, copy=False)
+            if idx.size and (idx.min() < -n or idx.max() >= n):
+                raise IndexError(f"index out of range for {n} images")
+            idx = np.where(idx < 0, idx + n, idx)
+        if self._index is not None:
+            idx = self._index[idx]
+        if len(self._chunks) == 1:
+            return self._chunks[0][idx]  # numpy fancy indexing: one gather
+        out = np.empty((*idx.shape, *self.shape[1:]), dtype=np.uint8)
+        flat = out.reshape(-1, *self.shape[1:])
+        starts = self._starts
+        for k, i in enumerate(idx.reshape(-1).tolist()):
+            c = bisect.bisect_right(starts, i) - 1
+            flat[k] = self._chunks[c][i - starts[c]]
+        return out
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self._row(i)
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self[np.arange(len(self))] if len(self._chunks) != 1 or self._index is not None else self._chunks[0]
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"ImageArray(shape={self.shape}, chunks={len(self._chunks)})"
+
+
+def _is_int(key) -> bool:
+    return isinstance(key, (int, np.integer)) and not isinstance(key, bool)
+
+
+def images_view(ds) -> ImageArray:
+    """Zero-copy (N, S, S) uint8 access to a cache split's images: `view[i]` equals `ds[i]["image"]`."""
+    return ImageArray(ds)

@@ -1,0 +1,202 @@
+"""`glyph-train show`: a contact sheet PNG of rendered glyphs, to check what the model will see.
+
+Cells show the exact pixels the cache would hold (ink white on black, same size and fit), captioned
+with the label, the character it names and the font family/style. `contact_sheet` is reusable, e.g. for
+retrieval queries and their neighbours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+import unicodedata
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from glyph_train.db import GlyphFilter, GlyphMeta, iter_contours, parse_label_list, select_glyphs
+from glyph_train.errors import GlyphTrainError
+from glyph_train.raster import FITS, RenderParams, render
+
+CAPTION_SIZE = 11
+LINE_HEIGHT = 13
+# Fonts tried, in order, to draw the character itself in a caption (PIL's default covers Latin only).
+_CHAR_FONTS = (("fontpkg_noto_sans", "NotoSans[wdth,wght].ttf"),
+               ("fontpkg_noto_sans_arabic", "NotoSansArabic[wdth,wght].ttf"),
+               ("fontpkg_amiri", "Amiri-Regular.ttf"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", required=True, type=Path, help="glyphs.db to read (opened read-only)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--labels", metavar="LIST|FILE", help="glyphs with these labels (comma list or file)")
+    what.add_argument("--fonts", metavar="LIST",
+                      help="glyphs of these fonts: comma list of family names, 'Family Style' or font hashes")
+    what.add_argument("--random", type=int, metavar="N", help="N glyphs sampled by --seed")
+    parser.add_argument("--out", required=True, type=Path, help="PNG file to write")
+    parser.add_argument("--img-size", type=int, default=128, help="image size in pixels (default 128)")
+    parser.add_argument("--fit", choices=FITS, default="tight", help="raster fit, as in prepare (default tight)")
+    parser.add_argument("--char-classes", metavar="A,B", help="only these char_class values")
+    parser.add_argument("--exclude-shaped", action="store_true", help="leave out labels ending in _shaped")
+    parser.add_argument("--max", type=int, default=200, dest="max_glyphs", help="at most this many cells (default 200)")
+    parser.add_argument("--cols", type=int, default=0, help="cells per row (default: about square)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        params = RenderParams(img_size=args.img_size, fit=args.fit)
+    except ValueError as e:
+        raise GlyphTrainError(str(e)) from None
+    if args.random is not None and args.random < 1:
+        raise GlyphTrainError(f"--random must be at least 1, got {args.random}")
+    classes = tuple(s.strip() for s in args.char_classes.split(",") if s.strip()) if args.char_classes else None
+    labels = parse_label_list(args.labels) if args.labels else None
+    flt = GlyphFilter(limit=args.random, seed=args.seed, exclude_shaped=args.exclude_shaped,
+                      char_classes=classes, labels=labels)
+    sel = select_glyphs(args.db, flt)
+    glyphs = sel.glyphs
+    if args.fonts:
+        glyphs = _match_fonts(glyphs, [s.strip() for s in args.fonts.split(",") if s.strip()], args.db)
+        glyphs.sort(key=lambda g: (g.family, g.style, g.font, _label_order(g.label)))
+    elif labels:
+        rank = {lab: k for k, lab in enumerate(labels)}
+        glyphs = sorted(glyphs, key=lambda g: (rank[g.label], g.family, g.style, g.glyph_id))
+    if not glyphs:
+        raise GlyphTrainError(f"{args.db}: nothing to show ({sel.stats.summary()})")
+    total = len(glyphs)
+    glyphs = glyphs[: args.max_glyphs]
+
+    images, captions, failed = [], [], 0
+    by_id = {g.glyph_id: g for g in glyphs}
+    for gid, text in iter_contours(args.db, [g.glyph_id for g in glyphs]):
+        g = by_id[gid]
+        try:
+            images.append(render(text, params, g.em))
+        except ValueError:
+            failed += 1
+            continue
+        captions.append(glyph_caption(g))
+    if not images:
+        raise GlyphTrainError(f"{args.db}: none of the {len(glyphs)} selected glyphs could be rendered")
+    sheet = contact_sheet(images, captions, cols=args.cols or None)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(args.out)
+    note = f" (first {len(glyphs)} of {total})" if total > len(glyphs) else ""
+    skipped = f"; {failed} could not be rendered" if failed else ""
+    print(f"show: wrote {args.out}: {len(images)} glyphs{note}{skipped}")
+    return 0
+
+
+def _match_fonts(glyphs: list[GlyphMeta], names: list[str], db: Path) -> list[GlyphMeta]:
+    wanted = [n.casefold() for n in names]
+
+    def hit(g: GlyphMeta) -> bool:
+        keys = (g.family.casefold(), f"{g.family} {g.style}".casefold())
+        return any(w in keys or (len(w) >= 8 and g.font.startswith(w)) for w in wanted)
+
+    out = [g for g in glyphs if hit(g)]
+    if not out:
+        families = sorted({g.family for g in glyphs})
+        more = ", ..." if len(families) > 8 else ""
+        raise GlyphTrainError(f"{db}: no font matches {', '.join(names)}; families: {', '.join(families[:8])}{more}")
+    return out
+
+
+def _label_order(label: str) -> tuple:
+    m = re.match(r"(\d+)_", label)
+    return (int(m.group(1)) if m else 1 << 30, label)
+
+
+def label_char(label: str) -> str | None:
+    """The printable character a `{code point}_{form}` label names, else None (labels are opaque)."""
+    m = re.match(r"(\d+)(_|$)", label)
+    if not m or int(m.group(1)) > 0x10FFFF:
+        return None
+    ch = chr(int(m.group(1)))
+    return None if unicodedata.category(ch)[0] in "CZ" else ch
+
+
+def glyph_caption(g: GlyphMeta) -> str:
+    ch = label_char(g.label)
+    first = f"{g.label}  {ch}  U+{ord(ch):04X}" if ch else g.label
+    return f"{first}\n{g.family}\n{g.style}" if g.style else f"{first}\n{g.family}"
+
+
+@lru_cache(maxsize=None)
+def _default_font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+@lru_cache(maxsize=None)
+def _char_fonts(size: int) -> tuple:
+    from fontTools.ttLib import TTFont
+
+    out = []
+    for pkg, name in _CHAR_FONTS:
+        try:
+            path = Path(importlib.import_module(pkg).__file__).parent / "files" / name
+            cmap = set(TTFont(path, lazy=True).getBestCmap())
+            out.append((cmap, ImageFont.truetype(str(path), size)))
+        except (ImportError, OSError, TypeError):
+            continue
+    return tuple(out)
+
+
+def _font_for(text: str, size: int):
+    """PIL's default font for ASCII, else the first caption font that has every character of `text`."""
+    need = {ord(c) for c in text if not c.isspace()}
+    if any(cp > 0x7F for cp in need):
+        for cmap, font in _char_fonts(size):
+            if need <= cmap:
+                return font
+    return _default_font(size)
+
+
+def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def contact_sheet(images: Sequence[np.ndarray | Image.Image], captions: Sequence[str] | None = None,
+                  cols: int | None = None, borders: Sequence[str | None] | None = None,
+                  cell_width: int | None = None) -> Image.Image:
+    """Grid of images (uint8 arrays or PIL images, shown as they are) with multi-line captions below each.
+
+    borders: optional colour per cell (e.g. "green"/"red" for retrieval hits/misses). Returns an RGB image.
+    """
+    if not len(images):
+        raise ValueError("contact_sheet needs at least one image")
+    tiles = [im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im, dtype=np.uint8)) for im in images]
+    captions = list(captions) if captions is not None else [""] * len(tiles)
+    if len(captions) != len(tiles):
+        raise ValueError(f"{len(tiles)} images but {len(captions)} captions")
+    cols = cols or max(1, int(np.ceil(np.sqrt(len(tiles)))))
+    img_w = max(t.width for t in tiles)
+    img_h = max(t.height for t in tiles)
+    cell_w = max(img_w, cell_width or 128)
+    lines = max((c.count("\n") + 1 for c in captions if c), default=0)
+    pad = 4
+    cell_h = img_h + lines * LINE_HEIGHT + (pad if lines else 0)
+    rows = -(-len(tiles) // cols)
+    sheet = Image.new("RGB", (cols * (cell_w + pad) + pad, rows * (cell_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (tile, cap) in enumerate(zip(tiles, captions)):
+        x = pad + (k % cols) * (cell_w + pad)
+        y = pad + (k // cols) * (cell_h + pad)
+        ix = x + (cell_w - tile.width) // 2
+        sheet.paste(tile.convert("RGB"), (ix, y))
+        if borders is not None and borders[k]:
+            draw.rectangle((ix - 2, y - 2, ix + tile.width + 1, y + tile.height + 1), outline=borders[k], width=2)
+        for j, line in enumerate(cap.split("\n") if cap else []):
+            font = _font_for(line, CAPTION_SIZE)
+            draw.text((x, y + img_h + 2 + j * LINE_HEIGHT), _fit_text(draw, line, font, cell_w), fill="black",
+                      font=font)
+    return sheet

@@ -1,0 +1,93 @@
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from glyph_train.samplers import ClassBalancedBatchSampler
+
+
+def uneven_labels(seed=0, num_classes=30, n=600):
+    """String labels (like '65227_init') with skewed class sizes, including classes smaller than m."""
+    rng = np.random.default_rng(seed)
+    ids = rng.zipf(1.6, size=n) % num_classes
+    return [f"{i}_isol" for i in ids] + ["rare_a", "rare_b", "rare_b", "lonely"]
+
+
+def test_every_batch_has_k_classes_of_m():
+    labels = uneven_labels()
+    sampler = ClassBalancedBatchSampler(labels, classes_per_batch=6, samples_per_class=4)
+    assert len(sampler) == len(labels) // 24
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    for batch in batches:
+        counts = Counter(labels[i] for i in batch)
+        assert len(counts) == 6 and set(counts.values()) == {4}
+        assert len(batch) == sampler.batch_size == 24
+
+
+def test_small_classes_are_topped_up_with_their_own_samples():
+    labels = ["a"] * 5 + ["b"] * 2 + ["c"]
+    sampler = ClassBalancedBatchSampler(labels, classes_per_batch=3, samples_per_class=3, drop_last=False)
+    (batch,) = list(sampler)
+    by_label = {lab: [i for i in batch if labels[i] == lab] for lab in "abc"}
+    assert len(set(by_label["a"])) == 3  # big enough: no repeats
+    assert set(by_label["b"]) == {5, 6} and by_label["c"] == [7, 7, 7]
+
+
+def test_ranks_get_disjoint_equal_shares_that_cover_one_pass():
+    labels = np.repeat(np.arange(8), 6)  # 48 samples; global batch 4 classes × 2 = 8; 2 ranks × 3 batches
+    ranks = [ClassBalancedBatchSampler(labels, 4, 2, num_replicas=2, rank=r, seed=3) for r in range(2)]
+    for s in ranks:
+        s.set_epoch(5)
+    per_rank = [list(s) for s in ranks]
+    assert [len(b) for b in per_rank] == [len(s) for s in ranks] == [3, 3]
+    flat = [set(i for b in batches for i in b) for batches in per_rank]
+    assert not flat[0] & flat[1]
+    assert flat[0] | flat[1] == set(range(48))  # exactly one pass over every sample
+
+
+@pytest.mark.parametrize("num_replicas", [2, 3])
+def test_rank_shares_are_strides_of_one_global_list(num_replicas):
+    labels = uneven_labels(1)
+    ranks = [ClassBalancedBatchSampler(labels, 5, 3, num_replicas=num_replicas, rank=r) for r in range(num_replicas)]
+    assert len({len(s) for s in ranks}) == 1
+    global_batches = ranks[0].global_batches(0)
+    assert len(global_batches) == len(ranks[0]) * num_replicas
+    for r, s in enumerate(ranks):
+        assert list(s) == global_batches[r::num_replicas]
+
+
+def test_deterministic_per_epoch_and_different_across_epochs():
+    labels = uneven_labels(2)
+    a = ClassBalancedBatchSampler(labels, 4, 2, seed=7)
+    b = ClassBalancedBatchSampler(labels, 4, 2, seed=7)
+    for epoch in (0, 3):
+        a.set_epoch(epoch), b.set_epoch(epoch)
+        assert list(a) == list(b)
+    a.set_epoch(0)
+    b.set_epoch(1)
+    assert list(a) != list(b)
+    assert list(ClassBalancedBatchSampler(labels, 4, 2, seed=8)) != list(ClassBalancedBatchSampler(labels, 4, 2, seed=7))
+
+
+def test_classes_and_samples_come_up_evenly():
+    labels = np.repeat(np.arange(20), 10)  # one epoch = 200 / (4·2) = 25 batches = 5 visits per class
+    seen = Counter(i for batch in ClassBalancedBatchSampler(labels, 4, 2) for i in batch)
+    assert set(seen.values()) == {1}  # every sample exactly once
+    assert len(seen) == 200
+
+
+def test_works_as_a_dataloader_batch_sampler():
+    labels = torch.arange(40) % 10
+    loader = DataLoader(labels, batch_sampler=ClassBalancedBatchSampler(labels.tolist(), 5, 2))
+    for batch in loader:
+        assert sorted(Counter(batch.tolist()).values()) == [2] * 5
+
+
+def test_rejects_impossible_requests():
+    with pytest.raises(ValueError, match="classes_per_batch"):
+        ClassBalancedBatchSampler([0, 0, 1, 1], classes_per_batch=3, samples_per_class=2)
+    with pytest.raises(ValueError):
+        ClassBalancedBatchSampler([0, 0, 1, 1], 2, 2, num_replicas=2, rank=2)

@@ -1,0 +1,94 @@
+"""Outlines drawn through HarfBuzz against fontTools' own reading of the same fonts."""
+
+import json
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+from fontTools.pens.areaPen import AreaPen
+from fontTools.pens.boundsPen import BoundsPen
+from fontTools.pens.recordingPen import DecomposingRecordingPen
+from fontTools.ttLib import TTFont
+
+from glyph_train.shaping import ContourPen, Shaper
+
+AMIRI = Path(str(files("fontpkg_amiri") / "files" / "Amiri-Regular.ttf"))
+ROBOTO = Path(str(files("fontpkg_roboto") / "files" / "Roboto[wdth,wght].ttf"))
+
+
+def geometry(segments):
+    """Signed area and bounds: equal for equal outlines however their quadratic chains are split."""
+    area, bounds = AreaPen(), BoundsPen(None)
+    for pen in (area, bounds):
+        for op, pts in segments:
+            getattr(pen, op)(*[tuple(p) if p is not None else None for p in pts])
+    return area.value, bounds.bounds
+
+
+def flat(contours: str):
+    return [segment for subpath in json.loads(contours or "[]") for segment in subpath]
+
+
+def assert_same_geometry(ours, theirs, tol):
+    (area1, box1), (area2, box2) = geometry(ours), geometry(theirs)
+    assert area1 == pytest.approx(area2, rel=1e-3, abs=tol)
+    assert box1 == pytest.approx(box2, abs=tol)
+
+
+def test_static_truetype_outlines_match_fonttools_decomposed():
+    shaper, font = Shaper(AMIRI.read_bytes()), TTFont(AMIRI)
+    glyphset, cmap = font.getGlyphSet(), font.getBestCmap()
+    for cp, gid in shaper.cmap().items():
+        pen = DecomposingRecordingPen(glyphset)
+        glyphset[cmap[cp]].draw(pen)
+        assert_same_geometry(flat(shaper.glyph_outline(gid)), pen.value, tol=0.06)
+
+
+def test_quadratic_chains_are_rebuilt_like_fonttools():
+    shaper, font = Shaper(AMIRI.read_bytes()), TTFont(AMIRI)
+    glyphset, cmap = font.getGlyphSet(), font.getBestCmap()
+    pen = DecomposingRecordingPen(glyphset)
+    glyphset[cmap[ord("O")]].draw(pen)
+    ours = flat(shaper.glyph_outline(shaper.cmap()[ord("O")]))
+    assert ours == [[op, [list(p) for p in pts]] for op, pts in pen.value]
+
+
+@pytest.mark.parametrize("location", [{"wght": 100.0, "wdth": 100.0}, {"wght": 900.0, "wdth": 75.0}])
+def test_variable_outlines_match_fonttools_at_the_instance(location):
+    shaper, font = Shaper(ROBOTO.read_bytes(), 0, location), TTFont(ROBOTO)
+    glyphset, cmap = font.getGlyphSet(location=location), font.getBestCmap()
+    for ch in "AOgé8&ßЖΩ":
+        pen = DecomposingRecordingPen(glyphset)
+        glyphset[cmap[ord(ch)]].draw(pen)
+        assert_same_geometry(flat(shaper.glyph_outline(shaper.cmap()[ord(ch)])), pen.value, tol=0.2)
+
+
+def test_arabic_positional_forms_differ_and_start_at_origin():
+    shaper = Shaper(AMIRI.read_bytes())
+    beh = {form: shaper.form_outline(0x0628, form) for form in ("isol", "init", "medi", "fina")}
+    assert len(set(beh.values())) == 4
+    for outline in beh.values():
+        (xmin, _, xmax, _) = geometry(flat(outline))[1]
+        assert -200 < xmin < xmax < 1500  # placed near the origin, not at ZWJ's pen position
+
+
+def test_space_draws_nothing():
+    shaper = Shaper(AMIRI.read_bytes())
+    assert shaper.glyph_outline(shaper.cmap()[0x20]) == ""
+
+
+def test_pen_records_cubic_offsets_and_all_off_curve_contours():
+    pen = ContourPen()
+    pen.moveTo((0.0, 0.0))
+    pen.curveTo((1.0, 2.0), (3.25, 4.0), (5.0, 6.0))
+    pen.lineTo((0.0, 0.0))
+    pen.closePath()
+    pen.offset(10.0, -0.5)
+    pen.qCurveTo((0.0, 0.0), (10.0, 0.0), (10.0, 10.0), None)  # fontTools' all-off-curve contour
+    pen.closePath()
+    assert json.loads(pen.json()) == [
+        [["moveTo", [[0, 0]]], ["curveTo", [[1, 2], [3.25, 4], [5, 6]]],
+         ["closePath", []]],  # HarfBuzz's explicit closing line is implied by closePath
+        [["qCurveTo", [[10, -0.5], [20, -0.5], [20, 9.5], None]], ["closePath", []]],
+    ]
+    assert ContourPen().json() == ""
