@@ -22,7 +22,7 @@ from fontTools.pens.recordingPen import DecomposingRecordingPen
 from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw
 
-from glyph_train.raster import RenderParams, parse_contours, render
+from glyph_train.raster import RenderParams, _build_path, _canvas, _loads, _matrix, parse_contours, render
 
 FAMILIES = ("roboto", "amiri", "lora", "noto_sans_arabic", "playfair_display", "noto_serif")
 
@@ -45,7 +45,7 @@ def recording_to_contours(value: list) -> list:
                 cur.append(["closePath", []])
             cur = None
             continue
-        cur.append([op, [None if p is None else [float(p[0]), float(p[1])] for p in args]])
+        cur.append([op, [None if p is None else list(p) for p in args]])  # ints stay ints, as in glyphs.db
     return subs
 
 
@@ -103,7 +103,7 @@ def _area(p: list[tuple[float, float]]) -> float:
     return 0.5 * sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(p, p[1:] + p[:1]))
 
 
-def render_pil(text: str, size: int, margin: float = 0.08) -> np.ndarray:
+def render_pil(text: str, size: int, resample: int = Image.LANCZOS, margin: float = 0.08) -> np.ndarray:
     polys = _flatten(json.loads(text))
     xs = [x for p in polys for x, _ in p]
     ys = [y for p in polys for _, y in p]
@@ -118,26 +118,47 @@ def render_pil(text: str, size: int, margin: float = 0.08) -> np.ndarray:
     for a, p in sorted(zip(areas, polys), key=lambda t: -abs(t[0])):
         xy = [(big / 2 + (x - cx) * scale, big / 2 - (y - cy) * scale) for x, y in p]
         draw.polygon(xy, fill=255 if np.sign(a) == outer_sign else 0)
-    return np.asarray(img.resize((size, size), Image.LANCZOS))
+    return np.asarray(img.resize((size, size), resample))
 
 
 # ---- timing ------------------------------------------------------------------------------------
 
-def time_it(fn, glyphs: list[str], repeats: int) -> float:
-    """Median glyphs/s over repeats."""
-    rates = []
+def rate(fn, items: list) -> float:
+    t0 = time.perf_counter()
+    for g in items:
+        fn(g)
+    return len(items) / (time.perf_counter() - t0)
+
+
+def interleaved(fns: dict, items: list, repeats: int) -> dict[str, list[float]]:
+    """Per-repeat glyphs/s for each fn, alternating fns within each repeat so that load from other
+    processes on the machine hits all of them alike."""
+    rates: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        for g in glyphs:
-            fn(g)
-        rates.append(len(glyphs) / (time.perf_counter() - t0))
-    return statistics.median(rates)
+        for k, fn in fns.items():
+            rates[k].append(rate(fn, items))
+    return rates
+
+
+def skia_stages(glyphs: list[str], params: RenderParams, repeats: int) -> dict[str, float]:
+    """Median microseconds per glyph spent in each stage of render(): where the time goes."""
+    data = [_loads(g) for g in glyphs]
+    paths = [_build_path(d) for d in data]
+    for p in paths:
+        p.transform(_matrix(p.computeTightBounds(), params, None))
+    c = _canvas(params.img_size)
+    stages = {
+        "JSON parse": (_loads, glyphs),
+        "path build": (_build_path, data),
+        "skia fill": (lambda p: c.canvas.drawPath(p, c.paint), paths),
+    }
+    return {k: 1e6 / statistics.median(rate(f, items) for _ in range(repeats)) for k, (f, items) in stages.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--glyphs", type=int, default=400)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--size", type=int, default=128)
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
@@ -146,12 +167,24 @@ def main() -> None:
     params = RenderParams(img_size=args.size, fit="tight")
     segs = sum(len(s) for g in glyphs for s in parse_contours(g))
     print(f"{len(glyphs)} glyphs from {', '.join(FAMILIES)}; {segs / len(glyphs):.1f} segments/glyph; "
-          f"{args.size}px, {args.repeats} repeats, 1 core")
-    skia_rate = time_it(lambda g: render(g, params), glyphs, args.repeats)
-    pil_rate = time_it(lambda g: render_pil(g, args.size), glyphs, args.repeats)
-    print(f"skia renderer : {skia_rate:10.0f} glyphs/s")
-    print(f"PIL baseline  : {pil_rate:10.0f} glyphs/s")
-    print(f"speed-up      : {skia_rate / pil_rate:10.1f}x  (target >= 20x)")
+          f"{args.size}px tight fit; {args.repeats} interleaved repeats; 1 core")
+    rates = interleaved(
+        {
+            "skia renderer": lambda g: render(g, params),
+            "PIL baseline (LANCZOS)": lambda g: render_pil(g, args.size, Image.LANCZOS),
+            "PIL baseline (BOX)": lambda g: render_pil(g, args.size, Image.BOX),
+        },
+        glyphs,
+        args.repeats,
+    )
+    for k, v in rates.items():
+        print(f"{k:24s}: {statistics.median(v):8.0f} glyphs/s  ({1e6 / statistics.median(v):6.1f} us/glyph)")
+    skia = rates["skia renderer"]
+    for base in ("PIL baseline (LANCZOS)", "PIL baseline (BOX)"):
+        ratio = statistics.median(s / b for s, b in zip(skia, rates[base]))
+        print(f"speed-up vs {base:22s}: {ratio:5.1f}x  (median of per-repeat ratios; target >= 20x)")
+    stages = skia_stages(glyphs, params, args.repeats)
+    print("skia render() stages, us/glyph: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
 
 
 if __name__ == "__main__":

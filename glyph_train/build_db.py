@@ -130,6 +130,8 @@ def build_db(out: Path, inputs: Sequence[str | Path], fontpkg: bool = False,
                     known.add(face.file_hash)
                     faces.append(face)
         font_sql, glyph_sql, font_columns = _insert_statements(conn)
+        # Explicit ids rather than the rowid: a DB made elsewhere may not have glyph_id as its rowid.
+        next_id = conn.execute("SELECT COALESCE(MAX(glyph_id), 0) + 1 FROM glyphs").fetchone()[0]
         labels: set[str] = set()
         results = tqdm(_extract_all(faces, char_classes, jobs), total=len(faces), unit="font",
                        desc="build-db", disable=None if progress else True)  # None: only on a terminal
@@ -140,7 +142,8 @@ def build_db(out: Path, inputs: Sequence[str | Path], fontpkg: bool = False,
                 continue
             with conn:  # one transaction per face
                 conn.execute(font_sql, _font_values(face, font_columns))
-                conn.executemany(glyph_sql, ((face.file_hash, *row) for row in rows))
+                conn.executemany(glyph_sql, ((i, face.file_hash, *row) for i, row in enumerate(rows, next_id)))
+            next_id += len(rows)
             summary.fonts_added += 1
             summary.glyphs += len(rows)
             labels.update(row[0] for row in rows)
@@ -230,7 +233,8 @@ def _insert_statements(conn: sqlite3.Connection) -> tuple[str, str, tuple[str, .
     existing = _columns(conn, "fonts")
     font_columns = FONT_COLUMNS + tuple(c for c in OPTIONAL_FONT_COLUMNS if c in existing)
     font_sql = f"INSERT INTO fonts ({', '.join(font_columns)}) VALUES ({', '.join('?' * len(font_columns))})"
-    glyph_sql = f"INSERT INTO glyphs ({', '.join(GLYPH_COLUMNS)}) VALUES ({', '.join('?' * len(GLYPH_COLUMNS))})"
+    glyph_columns = ("glyph_id", *GLYPH_COLUMNS)
+    glyph_sql = f"INSERT INTO glyphs ({', '.join(glyph_columns)}) VALUES ({', '.join('?' * len(glyph_columns))})"
     return font_sql, glyph_sql, font_columns
 
 

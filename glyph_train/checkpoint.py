@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 
 from glyph_train.errors import GlyphTrainError
@@ -40,8 +41,9 @@ class TrainState:
 
 
 class Checkpointer:
-    def __init__(self, accelerator: Accelerator, out_dir: Path, state: TrainState) -> None:
+    def __init__(self, accelerator: Accelerator, model: torch.nn.Module, out_dir: Path, state: TrainState) -> None:
         self.accelerator = accelerator
+        self.model = model
         self.dir = out_dir / "checkpoints"
         self.best_dir = out_dir / "best"
         self.state = state
@@ -49,6 +51,10 @@ class Checkpointer:
 
     def save(self) -> Path:
         acc = self.accelerator
+        if not all(bool(p.isfinite().all()) for p in self.model.parameters()):
+            raise GlyphTrainError(
+                f"weights became NaN/inf at step {self.state.step}; not checkpointed, the last good checkpoint is "
+                f"kept in {self.dir}; lower --lr-backbone/--lr-head or set --grad-clip")
         final = self.dir / f"step_{self.state.step:08d}"
         tmp = self.dir / f".tmp-{final.name}"
         if acc.is_main_process:

@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from glyph_train.augment import AugmentParams, augment
 from glyph_train.config import TrainConfig
-from glyph_train.db import GlyphFilter
-from glyph_train.prepare import images_view, load_prepared, prepare
+from glyph_train.db import GlyphFilter, parse_label_list
+from glyph_train.prepare import column_array, images_view, load_prepared, prepare
 from glyph_train.raster import RenderParams
 from glyph_train.samplers import ClassBalancedBatchSampler
 
@@ -27,7 +27,7 @@ class GlyphImages(Dataset):
 
     def __init__(self, split, groups: np.ndarray, seed: int, augment_params: AugmentParams | None) -> None:
         self.images = images_view(split)
-        self.labels = np.asarray(split["label"], dtype=np.int64)
+        self.labels = column_array(split, "label").astype(np.int64)
         self.groups = groups
         self.seed = seed
         self.augment_params = augment_params
@@ -55,14 +55,15 @@ class TrainingData:
     val_char_classes: np.ndarray
     label_names: list[str]
     cache_dir: Path
+    render: dict  # the cache's render parameters (img_size, fit, ...)
 
 
 def contrastive_groups(split, mode: str, vocabulary: dict[str, int]) -> np.ndarray:
     """SupCon positives: same label, or hybrid = same joining_group (Arabic) else same `cc_<char_class>`."""
     if mode == "label":
-        return np.asarray(split["label"], dtype=np.int64)
+        return column_array(split, "label").astype(np.int64)
     names = [jg if jg and jg != "NO_JOIN" else f"cc_{cc}"
-             for jg, cc in zip(split["joining_group"], split["char_class"])]
+             for jg, cc in zip(column_array(split, "joining_group"), column_array(split, "char_class"))]
     return np.array([vocabulary.setdefault(n, len(vocabulary)) for n in names], dtype=np.int64)
 
 
@@ -83,20 +84,14 @@ def load_training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainingDa
                         cfg.seed, aug)
     val = GlyphImages(prepared.validation,
                       contrastive_groups(prepared.validation, cfg.contrastive_grouping, vocabulary), cfg.seed, None)
-    return TrainingData(train, val, np.asarray(prepared.validation["char_class"], dtype=object),
-                        prepared.label_names, cache)
+    return TrainingData(train, val, column_array(prepared.validation, "char_class").astype(object),
+                        prepared.label_names, cache, prepared.info["params"])
 
 
 def glyph_filter(cfg: TrainConfig) -> GlyphFilter:
-    labels = None
-    if cfg.labels:
-        path = Path(cfg.labels)
-        items = path.read_text().split() if path.is_file() else cfg.labels.split(",")
-        labels = tuple(s.strip() for s in items if s.strip())
     return GlyphFilter(limit=cfg.limit, seed=cfg.seed, exclude_shaped=cfg.exclude_shaped,
                        min_label_count=cfg.min_label_count, drop_singletons=cfg.drop_singletons,
-                       char_classes=tuple(cfg.char_classes.split(",")) if cfg.char_classes else None,
-                       labels=labels)
+                       char_classes=parse_label_list(cfg.char_classes), labels=parse_label_list(cfg.labels))
 
 
 def make_loaders(cfg: TrainConfig, data: TrainingData) -> tuple[DataLoader, DataLoader, ClassBalancedBatchSampler | None]:

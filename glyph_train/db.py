@@ -76,7 +76,8 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--limit", type=int, metavar="N", help="deterministic sample of N glyphs chosen by --seed")
     g.add_argument("--seed", type=int, default=0, help="seed of the --limit sample and the split (default 0)")
     g.add_argument("--min-label-count", type=int, default=1, metavar="N", help="drop labels with fewer than N glyphs")
-    g.add_argument("--drop-singletons", action="store_true", help="drop labels with a single glyph (= --min-label-count 2)")
+    g.add_argument("--drop-singletons", action="store_true",
+                   help="drop labels with a single glyph (= --min-label-count 2)")
 
 
 def parse_label_list(value: str | None) -> tuple[str, ...] | None:
@@ -212,9 +213,14 @@ class Selection:
     content_hash: str | None = None
     label_counts: Counter = field(default_factory=Counter)
 
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Rows left out as unusable (not by a filter), by reason; zero counts omitted."""
+        return {k: getattr(self.stats, k) for k in SelectionStats.SKIPS if getattr(self.stats, k)}
 
-def _font_rows(conn: sqlite3.Connection) -> dict[str, tuple[str, str, EmBox, bool]]:
-    """file_hash -> (family, style, em box, excluded)."""
+
+def _font_rows(conn: sqlite3.Connection) -> dict[str, tuple[str, str, EmBox, bool, str]]:
+    """file_hash -> (family, style, em box, excluded, file_hash); rows share these objects."""
     have = table_columns(conn, "fonts")
     # `excluded = 1` evaluated by SQLite, exactly as users query it (whatever type the column holds)
     cols = ", ".join(("COALESCE(excluded = 1, 0)" if c == "excluded" else c) if c in have else "NULL"
@@ -225,7 +231,8 @@ def _font_rows(conn: sqlite3.Connection) -> dict[str, tuple[str, str, EmBox, boo
         if h is None:
             continue
         em = em_box_from_metrics(upem, asc, desc, tasc, tdesc)
-        out[str(h)] = (str(family) if family else str(h), str(style or ""), em, bool(excluded))
+        h = str(h)
+        out[h] = (str(family) if family else h, str(style or ""), em, bool(excluded), h)
     return out
 
 
@@ -312,8 +319,8 @@ def _select(conn: sqlite3.Connection, path: Path, flt: GlyphFilter, hash_content
         if flt.exclude_shaped and label.endswith(SHAPED_SUFFIX):
             stats.shaped_filtered += 1
             continue
-        label, jg, cc = (intern.setdefault(s, s) for s in (label, str(jg), str(cc)))
-        kept.append(GlyphMeta(int(gid), str(f_id), font[0], label, jg, cc, font[2], font[1]))
+        label, jg, cc = intern.setdefault(label, label), intern.setdefault(jg, str(jg)), intern.setdefault(cc, str(cc))
+        kept.append(GlyphMeta(int(gid), font[4], font[0], label, jg, cc, font[2], font[1]))
         if hash_content:
             text = row[6]
             digests[int(gid)] = hashlib.blake2b(text.encode() if isinstance(text, str) else bytes(text),
@@ -362,7 +369,8 @@ def fetch_contours(conn: sqlite3.Connection, glyph_ids: Sequence[int]) -> dict[i
     return out
 
 
-def iter_contours(path: str | Path, glyph_ids: Sequence[int], chunk: int = FETCH_CHUNK) -> Iterator[tuple[int, str | None]]:
+def iter_contours(path: str | Path, glyph_ids: Sequence[int],
+                  chunk: int = FETCH_CHUNK) -> Iterator[tuple[int, str | None]]:
     """(glyph_id, contours text) in the given order, fetched `chunk` rows at a time on an own connection."""
     conn = open_readonly(path)
     try:

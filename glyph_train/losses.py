@@ -35,7 +35,7 @@ def _gather_rows(t: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
     padded = t.new_zeros((max(sizes), *t.shape[1:]))  # all_gather wants equal shapes
     padded[: t.shape[0]] = t
     parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded.contiguous())
+    dist.all_gather(parts, padded)
     return torch.cat([p[:s] for p, s in zip(parts, sizes)]), sizes
 
 
@@ -64,7 +64,8 @@ def all_gather_with_grad(t: torch.Tensor) -> torch.Tensor:
     return _AllGatherWithGrad.apply(t)
 
 
-def _supcon_terms(anchors, anchor_labels, anchor_cols, keys, key_labels, temperature):
+def _supcon_terms(anchors: torch.Tensor, anchor_labels: torch.Tensor, anchor_cols: torch.Tensor,
+                  keys: torch.Tensor, key_labels: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-anchor L_out terms ℓ_i and whether anchor i has a positive. Anchor i is keys[anchor_cols[i]]."""
     logits = anchors @ keys.T / temperature
     cols = torch.arange(keys.shape[0], device=keys.device)

@@ -52,7 +52,8 @@ class ArcFaceHead(nn.Module):
         return self.scale * cos.scatter(1, labels[:, None], phi)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.weight.shape[1]}, num_classes={self.weight.shape[0]}, margin={self.margin}, scale={self.scale}"
+        num_classes, in_features = self.weight.shape
+        return f"{in_features=}, {num_classes=}, margin={self.margin}, scale={self.scale}"
 
 
 class GlyphModel(nn.Module):

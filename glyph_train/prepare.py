@@ -54,9 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=SPLITS, default="font",
                         help="font: hold out whole families (default); stratified: per label")
     parser.add_argument("--val-frac", type=float, default=0.1, help="validation share (default 0.1)")
-    parser.add_argument("--num-proc", type=int, default=max(1, min(8, os.cpu_count() or 1)),
+    parser.add_argument("--num-proc", type=int, default=max(1, min(8, _usable_cpus())),
                         help="rendering processes (default: CPU count, at most 8)")
     add_filter_arguments(parser)
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # honours taskset/cgroup CPU sets, unlike os.cpu_count()
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def run(args: argparse.Namespace) -> int:

@@ -81,12 +81,12 @@ def _point(p: Any, where: str) -> tuple[float, float]:
 
 
 def _validate(data: Any) -> Contours:
-    if not isinstance(data, list):
+    if not isinstance(data, (list, tuple)):
         raise ValueError(f"contours must be a list of subpaths, got {type(data).__name__}")
     out: Contours = []
     points = 0
     for i, sub in enumerate(data):
-        if not isinstance(sub, list):
+        if not isinstance(sub, (list, tuple)):
             raise ValueError(f"subpath {i} must be a list of [op, points], got {type(sub).__name__}")
         segs: list[tuple[str, list]] = []
         for j, seg in enumerate(sub):
@@ -98,7 +98,7 @@ def _validate(data: Any) -> Contours:
                 raise ValueError(f"{where}: unknown op {op!r:.30}")
             if payload is None:
                 payload = []
-            if not isinstance(payload, list):
+            if not isinstance(payload, (list, tuple)):
                 raise ValueError(f"{where}: points must be a list")
             if op == "qCurveTo":
                 # The chain's last point (the on-curve end) may be null: an all-off-curve contour.
@@ -237,7 +237,7 @@ def render(contours: str | bytes | Sequence, params: RenderParams, em: EmBox | N
             contours = _loads(contours)
         except ValueError as e:  # json and orjson decode errors are ValueErrors
             raise ValueError(f"contours are not valid JSON ({e})") from None
-    if not isinstance(contours, list):
+    if not isinstance(contours, (list, tuple)):
         raise ValueError(f"contours must be a list of subpaths, got {type(contours).__name__}")
     try:
         path = _build_path(contours)

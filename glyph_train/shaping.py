@@ -24,7 +24,7 @@ _CONTEXTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
 # The pen writes contours JSON as a %-template plus a flat list of coordinates, formatted in one go at
 # the end: building nested lists and json.dumps-ing them cost several times HarfBuzz's drawing itself.
 # %g (six significant digits) writes the integer and half-unit coordinates of static fonts exactly, as
-# ints where integral, and an instance's interpolated ones to a hundredth of a unit or better.
+# ints where integral, and an instance's interpolated ones to a hundredth of a unit below 10000.
 _MOVE = ',[["moveTo",[[%g,%g]]]'
 _LINE = ',["lineTo",[[%g,%g]]]'
 _CLOSE = ',["closePath",[]]]'
@@ -53,6 +53,7 @@ class ContourPen:
     def offset(self, dx: float, dy: float) -> None:
         """Place what is drawn from now on at (dx, dy)."""
         self._offsets.append((len(self._coords), dx, dy))
+        self._chain = 0
 
     def moveTo(self, pt: tuple[float, float]) -> None:
         self._parts.append(_MOVE)
@@ -92,10 +93,11 @@ class ContourPen:
 
     def closePath(self) -> None:
         # HarfBuzz draws the closing line explicitly; closePath implies it.
-        if self._parts[-1] is _LINE and tuple(self._coords[-2:]) == tuple(self._start) and self._parts[-2] is not _MOVE:
-            self._parts.pop()
+        parts = self._parts
+        if parts[-1] is _LINE and parts[-2] is not _MOVE and tuple(self._coords[-2:]) == tuple(self._start):
+            parts.pop()
             del self._coords[-2:]
-        self._parts.append(_CLOSE)
+        parts.append(_CLOSE)
         self._chain = 0
 
     def endPath(self) -> None:

@@ -11,7 +11,7 @@ Either way, validation rows whose label has no train row are dropped (the classi
 from __future__ import annotations
 
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -56,7 +56,8 @@ class SplitResult:
         return line
 
 
-def split_glyphs(glyphs: Sequence[GlyphMeta], method: str = "font", val_frac: float = 0.1, seed: int = 0) -> SplitResult:
+def split_glyphs(glyphs: Sequence[GlyphMeta], method: str = "font", val_frac: float = 0.1,
+                 seed: int = 0) -> SplitResult:
     if method not in SPLITS:
         raise GlyphTrainError(f"--split must be one of {', '.join(SPLITS)}, got {method!r}")
     if not 0.0 <= val_frac < 1.0:
@@ -118,7 +119,3 @@ def _stratified_split(glyphs: Sequence[GlyphMeta], val_frac: float, rng: np.rand
         val.extend(idx[k] for k in perm[:n_val])
         train.extend(idx[k] for k in perm[n_val:])
     return train, val, []
-
-
-def label_counts(glyphs: Sequence[GlyphMeta], indices: Sequence[int]) -> Counter:
-    return Counter(glyphs[i].label for i in indices)

@@ -50,6 +50,7 @@ def train(cfg: TrainConfig) -> dict:
     set_seed(cfg.seed)
 
     data = load_training_data(cfg, accelerator)
+    cfg.img_size, cfg.fit = data.render["img_size"], data.render["fit"]  # with --data the cache decides
     train_loader, val_loader, balanced_sampler = make_loaders(cfg, data)
     model = GlyphModel(cfg.model, num_classes=len(data.label_names), embedding_dim=cfg.embedding_dim,
                        img_size=cfg.img_size, arcface_margin=cfg.arcface_margin, arcface_scale=cfg.arcface_scale,
@@ -61,7 +62,7 @@ def train(cfg: TrainConfig) -> dict:
     scheduler = make_scheduler(optimizer, cfg.lr_schedule, int(total_steps), cfg.warmup_frac)
 
     state = TrainState()
-    ckpt = Checkpointer(accelerator, out_dir, state)
+    ckpt = Checkpointer(accelerator, model, out_dir, state)
     if cfg.resume:
         ckpt.load(cfg.resume)
         accelerator.print(f"resumed at epoch {state.epoch}, step {state.step}, batch {state.batch_in_epoch}")

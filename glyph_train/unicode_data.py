@@ -31,7 +31,7 @@ _NAME_CLASSES: tuple[tuple[str, str], ...] = (
 def _joining_table() -> dict[int, tuple[str, str]]:
     """code point -> (joining type, joining group as written in the file)."""
     table: dict[int, tuple[str, str]] = {}
-    text = (files("glyph_train") / "data" / "ArabicShaping.txt").read_text(encoding="utf-8")
+    text = (files("glyph_train") / "resources" / "ArabicShaping.txt").read_text(encoding="utf-8")
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if not line:

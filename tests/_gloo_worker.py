@@ -1,9 +1,10 @@
 """One process of the gathered-SupCon equivalence test (tests/test_losses.py starts it).
 
-    python tests/_gloo_worker.py SCENARIO RANK WORLD INIT_FILE OUT_FILE
+    python tests/_gloo_worker.py RANK WORLD INIT_FILE OUT_FILE
 
 WORLD 1 is the reference: plain model, whole batch, no process group. WORLD > 1: gloo process group,
-DDP-wrapped model, this rank's slice of the same batch. Writes {"supcon": float, "grads": {name: tensor}}.
+DDP-wrapped model, this rank's slice of the same batch. Runs every scenario and writes
+{scenario: {"supcon": float, "grads": {name: tensor}}}.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class LinearEmbedder(nn.Module):
         return {"embedding": F.normalize(self.proj(x), dim=-1)}
 
 
+SCENARIOS = ("linear", "glyph")
+
+
 def make_case(scenario: str):
     """(model, inputs, labels, rows per rank for 2 ranks, CE weight): identical in every process."""
     torch.manual_seed(0)
@@ -44,11 +48,9 @@ def make_case(scenario: str):
     raise ValueError(scenario)
 
 
-def main(scenario: str, rank: int, world: int, init_file: str, out_file: str) -> None:
-    torch.set_num_threads(1)
+def run_scenario(scenario: str, rank: int, world: int) -> dict:
     model, x, y, rows, ce_weight = make_case(scenario)
     if world > 1:
-        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
         start = sum(rows[:rank])
         x, y = x[start : start + rows[rank]], y[start : start + rows[rank]]
         net = nn.parallel.DistributedDataParallel(model)
@@ -59,10 +61,17 @@ def main(scenario: str, rank: int, world: int, init_file: str, out_file: str) ->
     loss = supcon + (ce_weight * F.cross_entropy(out["logits"], y) if ce_weight else 0.0)
     loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
-    torch.save({"supcon": supcon.item(), "grads": grads}, out_file)
+    return {"supcon": supcon.item(), "grads": grads}
+
+
+def main(rank: int, world: int, init_file: str, out_file: str) -> None:
+    torch.set_num_threads(1)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.save({s: run_scenario(s, rank, world) for s in SCENARIOS}, out_file)
     if world > 1:
         dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])

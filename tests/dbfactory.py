@@ -47,7 +47,8 @@ DEFAULT_FONTS = (
     FontSpec("fontpkg_lora", "Lora[wght].ttf", "Bold", (("wght", 700.0),)),
     FontSpec("fontpkg_amiri", "Amiri-Regular.ttf", "Regular"),
     FontSpec("fontpkg_inter", "Inter[opsz,wght].ttf", "Regular", (("opsz", 14.0), ("wght", 400.0))),
-    FontSpec("fontpkg_noto_sans_arabic", "NotoSansArabic[wdth,wght].ttf", "Regular", (("wght", 400.0), ("wdth", 100.0))),
+    FontSpec("fontpkg_noto_sans_arabic", "NotoSansArabic[wdth,wght].ttf", "Regular",
+             (("wght", 400.0), ("wdth", 100.0))),
 )
 LATIN = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.,!?&"
 # beh, teh, hah, seen, ain, lam, meem, heh, yeh (dual-joining) and alef, dal, reh, waw (right-joining)

@@ -239,6 +239,33 @@ def test_bad_input_path_is_one_line_error(tmp_path, capsys, make_input, message)
     assert not db.exists()  # nothing is created when there is nothing to read
 
 
+THEIR_SCHEMA = """
+CREATE TABLE fonts (file_hash TEXT PRIMARY KEY, file_name TEXT, family_name TEXT, style_name TEXT, upem INTEGER,
+    ascent INTEGER, descent INTEGER, line_gap INTEGER, typo_ascent INTEGER, typo_descent INTEGER,
+    x_height INTEGER, cap_height INTEGER, excluded INTEGER DEFAULT 0);
+CREATE TABLE glyphs (glyph_id INTEGER UNIQUE, f_id TEXT, label TEXT, contours TEXT, joining_group TEXT{extra});
+INSERT INTO fonts (file_hash, file_name) VALUES ('old', 'old.ttf');
+INSERT INTO glyphs (glyph_id, f_id, label) VALUES (41, 'old', '65_isol');
+"""
+
+
+def test_adds_to_a_db_made_elsewhere(tmp_path):
+    db = tmp_path / "theirs.db"
+    with sqlite3.connect(db) as conn:  # seed schema only: no face_index/instance, glyph_id not the rowid
+        conn.executescript(THEIR_SCHEMA.format(extra=", char_class TEXT"))
+    assert build_db(db, [ABRIL], char_classes=frozenset({"digit"})).glyphs == 10
+    assert [i for (i,) in rows(db, "SELECT glyph_id FROM glyphs ORDER BY glyph_id")] == list(range(41, 52))
+
+
+def test_db_with_missing_columns_is_refused(tmp_path, capsys):
+    db = tmp_path / "theirs.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(THEIR_SCHEMA.format(extra=""))
+    assert main(["build-db", str(db), str(ABRIL)]) == 2
+    assert "glyphs lacks columns char_class" in capsys.readouterr().err
+    assert rows(db, "SELECT COUNT(*) FROM glyphs") == [(1,)]
+
+
 def test_output_that_is_not_sqlite_is_refused(tmp_path, capsys):
     out = tmp_path / "notes.db"
     out.write_text("my notes, not a database\n" * 100)

@@ -65,6 +65,7 @@ def test_skips_are_counted_by_reason(dirty_db):
     assert [g.glyph_id for g in sel.glyphs] == sorted(g.glyph_id for g in sel.glyphs)
     assert {g.family for g in sel.glyphs} == info.families
     assert "1 null contours" in s.summary() and "67 excluded font" in s.summary()
+    assert sel.skipped == {**info.bad, "excluded_font": info.excluded_rows}
 
 
 def test_family_falls_back_to_font_hash(tmp_path):

@@ -22,8 +22,8 @@ def test_cpu_flag_launch_that_starts_one_process_is_refused(tmp_path: Path) -> N
     res = _launch("--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
                   "--dynamo_backend", "no", "-m", "glyph_train.train", "--db", str(tmp_path / "none.db"),
                   "--wandb-mode", "disabled", tmp_path=tmp_path)
-    assert res.returncode == 2, res.stderr[-2000:]
-    assert "asked for 2 processes but this run sees 1" in res.stderr
+    assert res.returncode != 0, res.stderr[-2000:]  # the child exits 2; accelerate launch reports 1
+    assert "glyph-train train: error: the launch asked for 2 processes but this run sees 1" in res.stderr
 
 
 def test_explicit_expectation_is_enforced(tmp_path: Path) -> None:

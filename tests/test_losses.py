@@ -58,19 +58,22 @@ def test_single_process_is_identity():
     assert distributed_supcon_loss(z, y, 0.1).item() == supcon_loss(z, y, 0.1).item()
 
 
-def _run_workers(scenario, tmp_path, world):
+@pytest.fixture(scope="module")
+def gloo_runs(tmp_path_factory):
+    """Every scenario of tests/_gloo_worker.py in 1 reference process and 2 gloo ranks, all started at once."""
+    tmp = tmp_path_factory.mktemp("gloo")
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    init = tmp_path / f"rendezvous_{scenario}"  # file store: no free-port race
-    outs = [tmp_path / f"{scenario}_{world}_{rank}.pt" for rank in range(world)]
-    procs = [
-        subprocess.Popen([sys.executable, str(REPO / "tests" / "_gloo_worker.py"), scenario, str(rank),
-                          str(world), str(init), str(out)], env=env, stderr=subprocess.PIPE, text=True)
-        for rank, out in enumerate(outs)
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err
-    return [torch.load(o) for o in outs]
+    runs = {"reference": (0, 1), "rank0": (0, 2), "rank1": (1, 2)}
+    procs = {
+        name: subprocess.Popen([sys.executable, str(REPO / "tests" / "_gloo_worker.py"), str(rank), str(world),
+                                str(tmp / "rendezvous"), str(tmp / f"{name}.pt")],  # file store: no port race
+                               env=env, stderr=subprocess.PIPE, text=True)
+        for name, (rank, world) in runs.items()
+    }
+    for name, p in procs.items():
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, f"{name}: {err}"
+    return {name: torch.load(tmp / f"{name}.pt") for name in runs}
 
 
 def _rel_err(a, b):
@@ -78,12 +81,13 @@ def _rel_err(a, b):
 
 
 @pytest.mark.parametrize("scenario", ["linear", "glyph"])
-def test_two_gloo_processes_equal_one_process(scenario, tmp_path):
-    """2 DDP processes × half batch == 1 process × whole batch: SupCon value and parameter gradients."""
-    (ref,) = _run_workers(scenario, tmp_path, world=1)
-    ranks = _run_workers(scenario, tmp_path, world=2)
+def test_two_gloo_processes_equal_one_process(scenario, gloo_runs):
+    """2 DDP processes × half batch == 1 process × whole batch: SupCon value and parameter gradients.
+    linear: Linear→normalise, unequal halves (5 + 11), SupCon only; glyph: GlyphModel(test_vit), CE + SupCon."""
+    ref = gloo_runs["reference"][scenario]
     assert ref["grads"]
-    for got in ranks:
+    for rank in ("rank0", "rank1"):
+        got = gloo_runs[rank][scenario]
         assert abs(got["supcon"] - ref["supcon"]) / ref["supcon"] <= 1e-5
         assert got["grads"].keys() == ref["grads"].keys()
         for name, g in ref["grads"].items():

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import shutil
 import sqlite3
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
 
-from dbfactory import write_db, write_db_without, write_empty_db
+from dbfactory import SCHEMA, write_db, write_db_without, write_empty_db
 from glyph_train.cli import main
 from glyph_train.db import GlyphFilter, GlyphMeta, fetch_contours, open_readonly, select_glyphs
 from glyph_train.errors import GlyphTrainError
@@ -300,7 +298,6 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     not_sqlite.write_text("hello")
     garbage = tmp_path / "garbage.db"
     conn = sqlite3.connect(garbage)
-    from dbfactory import SCHEMA
     conn.executescript(SCHEMA)
     conn.execute("INSERT INTO fonts (file_hash, family_name) VALUES ('h', 'F')")
     conn.executemany("INSERT INTO glyphs VALUES (?, 'h', '65_isol', ?, 'NO_JOIN', 'latin')",

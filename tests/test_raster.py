@@ -113,7 +113,8 @@ class Font:
         out = np.zeros((s, s), np.uint8)
         r0, c0 = iy - g.bitmap_top, ix + g.bitmap_left
         rs, cs = slice(max(r0, 0), min(r0 + src.shape[0], s)), slice(max(c0, 0), min(c0 + src.shape[1], s))
-        out[rs, cs] = src[rs.start - r0 : rs.stop - r0, cs.start - c0 : cs.stop - c0]
+        if rs.start < rs.stop and cs.start < cs.stop:  # clipped like ours when it leaves the frame
+            out[rs, cs] = src[rs.start - r0 : rs.stop - r0, cs.start - c0 : cs.stop - c0]
         return out
 
 

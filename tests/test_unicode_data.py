@@ -8,7 +8,7 @@ from glyph_train.unicode_data import (
 
 
 def test_vendored_arabic_shaping_and_license_ship_with_the_package():
-    data = files("glyph_train") / "data"
+    data = files("glyph_train") / "resources"
     assert (data / "ArabicShaping.txt").read_text(encoding="utf-8").startswith("# ArabicShaping-")
     assert "UNICODE LICENSE" in (data / "UNICODE-LICENSE.txt").read_text(encoding="utf-8")
 

@@ -1,0 +1,172 @@
+"""End-to-end training runs on a tiny DB of real outlines with a tiny timm model (test_vit at 32 px).
+
+Real processes throughout: the 2-process run goes through the documented CPU launch command (gloo),
+the resume test kills a run with SIGKILL mid-epoch, and W&B writes a real offline run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.dbfactory import write_db
+
+REPO = Path(__file__).resolve().parents[1]
+ACCELERATE = str(Path(sys.executable).parent / "accelerate")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    write_db(root / "glyphs.db")
+    return root
+
+
+def common_args(root: Path, out: str, *extra: str) -> list[str]:
+    return ["--db", str(root / "glyphs.db"), "--cache-dir", str(root / "cache"), "--val-frac", "0.3",
+            "--model", "test_vit", "--img-size", "32", "--epochs", "2", "--batch-size", "16", "--num-workers", "0",
+            "--log-interval", "5", "--save-every", "3", "--out-dir", str(root / out), *extra]
+
+
+def env() -> dict[str, str]:
+    e = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+         "PYTHONUNBUFFERED": "1"}
+    e.pop("GLYPH_TRAIN_NUM_PROCESSES", None)
+    return e
+
+
+def train(root: Path, out: str, *extra: str, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+    cmd = (launcher or [sys.executable]) + ["-m", "glyph_train.train", *common_args(root, out, *extra)]
+    res = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_metrics(run_dir: Path) -> dict:
+    return [r for r in records(run_dir) if "val" in r][-1]["val"]
+
+
+@pytest.fixture(scope="module")
+def reference(workdir: Path) -> Path:
+    train(workdir, "reference", "--wandb-mode", "disabled")
+    return workdir / "reference"
+
+
+def test_two_processes_through_documented_cpu_launch(workdir: Path, reference: Path) -> None:
+    launcher = [ACCELERATE, "launch", "--config_file", str(REPO / "accelerate_configs/cpu_multiprocess.yaml")]
+    res = train(workdir, "two_procs", "--wandb-mode", "offline", launcher=launcher)
+    assert "world size 2 (MULTI_CPU)" in res.stdout
+    run = workdir / "two_procs"
+    metrics = final_metrics(run)
+    assert metrics["num_queries"] > 0 and 0.0 <= metrics["hit_at_10"] <= 1.0
+    assert set(metrics) >= {"top1", "top5", "hit_at_1", "hit_at_5", "hit_at_10", "precision_at_1", "map_at_r",
+                            "effect_size", "num_queries", "by_char_class"}
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("*.wandb")), "no W&B offline run to `wandb sync`"
+    # a global batch of 2 x 16 halves the optimizer steps of the 1-process run
+    assert records(run)[-1]["step"] * 2 == pytest.approx(records(reference)[-1]["step"], abs=2)
+    from glyph_train.export import load_export
+
+    model, labels, config = load_export(run / "export")
+    assert model.classifier.out_features == len(labels) and config["model"] == "test_vit"
+
+
+def test_same_seed_twice_gives_identical_metrics(workdir: Path, reference: Path) -> None:
+    train(workdir, "again", "--wandb-mode", "disabled")
+    assert final_metrics(workdir / "again") == final_metrics(reference)
+
+
+def test_kill_mid_epoch_then_resume_matches_uninterrupted_run(workdir: Path, reference: Path) -> None:
+    run = workdir / "killed"
+    cmd = [sys.executable, "-m", "glyph_train.train", *common_args(workdir, "killed", "--wandb-mode", "disabled")]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = run / "checkpoints" / "step_00000006"  # 6 of 11 steps: mid first epoch
+    deadline = time.time() + 300
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (run / "export").exists()
+    res = train(workdir, "killed", "--wandb-mode", "disabled", "--resume", "auto")
+    assert "resumed at epoch 0" in res.stdout
+    assert final_metrics(run) == final_metrics(reference)
+
+
+def test_diverging_loss_stops_with_clear_message_and_keeps_good_checkpoints(workdir: Path) -> None:
+    cmd = [sys.executable, "-m", "glyph_train.train",
+           *common_args(workdir, "diverged", "--wandb-mode", "disabled", "--lr-head", "1e12", "--lr-backbone", "1e12",
+                        "--grad-clip", "0", "--save-every", "1")]
+    res = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 2, res.stderr[-2000:]
+    error = [line for line in res.stderr.splitlines() if line.startswith("glyph-train train: error:")]
+    assert error and ("loss became" in error[0] or "weights became" in error[0]) and "Traceback" not in res.stderr
+    from safetensors.torch import load_file
+
+    for ckpt in (workdir / "diverged" / "checkpoints").glob("step_*"):
+        weights = load_file(ckpt / "model.safetensors")
+        assert all(bool(t.isfinite().all()) for t in weights.values()), f"{ckpt.name} holds non-finite weights"
+
+
+def train_in_process(root: Path, out: str, *extra: str) -> list[dict]:
+    """Same process as the in-process reference, so any difference comes from the flag, not from threads."""
+    from accelerate.state import AcceleratorState
+
+    from glyph_train.config import parse_config
+    from glyph_train.train import train as run_training
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        run_training(parse_config(common_args(root, out, "--wandb-mode", "disabled", "--save-every", "0", *extra)))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    return records(root / out)
+
+
+@pytest.fixture(scope="module")
+def in_process_reference(workdir: Path) -> list[dict]:
+    first = train_in_process(workdir, "inproc_ref")
+    assert _same_but_time(first, train_in_process(workdir, "inproc_ref2")), "same seed, same process: must repeat"
+    return first
+
+
+def _same_but_time(a: list[dict], b: list[dict]) -> bool:
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("time", "img_per_s", "train_img_per_s")} for r in rs]  # noqa: E731
+    return strip(a) == strip(b)
+
+
+@pytest.mark.parametrize("flags, check", [
+    (["--grad-accum", "2"], lambda r, ref: r[-1]["step"] * 2 == pytest.approx(ref[-1]["step"], abs=1)),
+    (["--max-steps", "4"], lambda r, ref: r[-1]["step"] == 4),
+    (["--lr-schedule", "constant", "--warmup-frac", "0"],
+     lambda r, ref: {x["lr_head"] for x in r if "lr_head" in x} == {3e-3}),
+    (["--emb-ramp-epochs", "2"], lambda r, ref: [x["emb_weight"] for x in r if "emb_weight" in x][0] < 0.3),
+    (["--emb-loss-weight", "0.5"], lambda r, ref: {x["emb_weight"] for x in r if "emb_weight" in x} == {0.5}),
+    (["--retrieval-cap", "40"], lambda r, ref: r[-1]["val"]["num_queries"] <= 40 < ref[-1]["val"]["num_queries"]),
+    (["--retrieval-every", "2", "--epochs", "3"], lambda r, ref: [x["epoch"] for x in r if "val" in x] == [1, 2]),
+    (["--label-smoothing", "0.2"], lambda r, ref: r[0]["ce"] != ref[0]["ce"]),
+    (["--arcface-margin", "0.3"], lambda r, ref: r[0]["ce"] != ref[0]["ce"]),
+    (["--contrastive-grouping", "hybrid"], lambda r, ref: r[0]["supcon"] != ref[0]["supcon"]),
+    (["--classes-per-batch", "4"], lambda r, ref: r[0]["loss"] != ref[0]["loss"]),
+    (["--no-augment"], lambda r, ref: r[0]["loss"] != ref[0]["loss"]),
+    (["--grad-clip", "0.01"], lambda r, ref: r[1]["loss"] != ref[1]["loss"]),
+    (["--embedding-dim", "16"], lambda r, ref: r[0]["supcon"] != ref[0]["supcon"]),
+    (["--lr-head", "0.01"], lambda r, ref: r[0]["lr_head"] > ref[0]["lr_head"]),
+    (["--seed", "1"], lambda r, ref: r[0]["loss"] != ref[0]["loss"]),
+])
+def test_flag_has_visible_effect(workdir: Path, in_process_reference: list[dict], flags: list[str], check) -> None:
+    name = "flag" + "".join(f.strip("-") for f in flags).replace(".", "_")
+    result = train_in_process(workdir, name, *flags)
+    assert check(result, in_process_reference), result[:2]
