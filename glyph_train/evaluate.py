@@ -98,7 +98,10 @@ def run(args: argparse.Namespace) -> int:
     index = {name: i for i, name in enumerate(label_names)}
     # labels the model never saw keep distinct ids past its classes: excluded from top-k, kept in retrieval
     unknown: dict[str, int] = {}
-    labels = np.array([index.get(n, unknown.setdefault(n, len(label_names) + len(unknown))) for n in names])
+    for name in names:
+        if name not in index and name not in unknown:
+            unknown[name] = len(label_names) + len(unknown)
+    labels = np.array([index[n] if n in index else unknown[n] for n in names])
     metrics = evaluate_embeddings(logits, embeddings, labels, char_classes)
     metrics["unknown_labels"] = sorted(unknown)
     metrics["rows_skipped"] = skipped

@@ -139,6 +139,7 @@ def _build_path(contours: Sequence[Sequence[Sequence]]) -> skia.Path:
     non-numbers with TypeError, which render() turns into a ValueError).
     """
     path = skia.Path()
+    path.setFillType(skia.PathFillType.kWinding)  # nonzero: holes wound against the outline, islands with it
     move_to, line_to, quad_to, cubic_to, close = path.moveTo, path.lineTo, path.quadTo, path.cubicTo, path.close
     for sub in contours:
         if not sub:

@@ -44,13 +44,13 @@ def train(cfg: TrainConfig) -> dict:
     check_world_size(accelerator, cfg.num_processes)
     accelerator.print(f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}), "
                       f"device {accelerator.device}, {torch.get_num_threads()} threads/process")
-    if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(out_dir / "config.yaml")
     set_seed(cfg.seed)
 
     data = load_training_data(cfg, accelerator)
     cfg.img_size, cfg.fit = data.render["img_size"], data.render["fit"]  # with --data the cache decides
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(out_dir / "config.yaml")
     train_loader, val_loader, balanced_sampler = make_loaders(cfg, data)
     model = GlyphModel(cfg.model, num_classes=len(data.label_names), embedding_dim=cfg.embedding_dim,
                        img_size=cfg.img_size, arcface_margin=cfg.arcface_margin, arcface_scale=cfg.arcface_scale,

@@ -105,11 +105,15 @@ class Font:
         ix, iy = math.floor(tx), math.floor(ty)
         self.face.set_char_size(self.upem * 64)
         k = round(scale * 0x10000)
-        self.face.set_transform(freetype.Matrix(k, 0, 0, k), freetype.Vector(round((tx - ix) * 64), round(-(ty - iy) * 64)))
-        self.face.load_glyph(self.tt.getGlyphID(name), freetype.FT_LOAD_NO_HINTING | freetype.FT_LOAD_NO_BITMAP | freetype.FT_LOAD_RENDER)
+        delta = freetype.Vector(round((tx - ix) * 64), round(-(ty - iy) * 64))
+        self.face.set_transform(freetype.Matrix(k, 0, 0, k), delta)
+        flags = freetype.FT_LOAD_NO_HINTING | freetype.FT_LOAD_NO_BITMAP | freetype.FT_LOAD_RENDER
+        self.face.load_glyph(self.tt.getGlyphID(name), flags)
         g = self.face.glyph
         bm = g.bitmap
-        src = np.array(bm.buffer, dtype=np.uint8).reshape(bm.rows, bm.pitch)[:, : bm.width] if bm.rows else np.zeros((0, 0), np.uint8)
+        src = np.zeros((0, 0), np.uint8)
+        if bm.rows:
+            src = np.array(bm.buffer, dtype=np.uint8).reshape(bm.rows, bm.pitch)[:, : bm.width]
         out = np.zeros((s, s), np.uint8)
         r0, c0 = iy - g.bitmap_top, ix + g.bitmap_left
         rs, cs = slice(max(r0, 0), min(r0 + src.shape[0], s)), slice(max(c0, 0), min(c0 + src.shape[1], s))
@@ -143,7 +147,10 @@ def topology(img: np.ndarray) -> tuple[int, int]:
     """(ink islands, holes): holes are background regions not touching the border."""
     ink = img >= 128
     islands = [c for c in components(ink) if c.sum() >= 4]
-    holes = [c for c in components(~ink) if c.sum() >= 4 and not (c[0].any() or c[-1].any() or c[:, 0].any() or c[:, -1].any())]
+    holes = [
+        c for c in components(~ink)
+        if c.sum() >= 4 and not (c[0].any() or c[-1].any() or c[:, 0].any() or c[:, -1].any())
+    ]
     return len(islands), len(holes)
 
 
@@ -168,7 +175,13 @@ P224 = RenderParams(img_size=224)
 LATIN = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789&@%$?!"
 # Arabic letters plus a few presentation forms (medial heh, initial/medial beh, peh, keheh).
 ARABIC = [chr(c) for c in range(0x0621, 0x064B)] + [chr(c) for c in (0xFEEC, 0xFE91, 0xFE92, 0xFB58, 0x06A9)]
-FONT_SETS = {"roboto": (ROBOTO, LATIN), "lora": (LORA, LATIN), "playfair": (PLAYFAIR, LATIN), "amiri": (AMIRI, ARABIC), "noto_arabic": (NOTO_ARABIC, ARABIC)}
+FONT_SETS = {
+    "roboto": (ROBOTO, LATIN),
+    "lora": (LORA, LATIN),
+    "playfair": (PLAYFAIR, LATIN),
+    "amiri": (AMIRI, ARABIC),
+    "noto_arabic": (NOTO_ARABIC, ARABIC),
+}
 
 
 def sample(path: Path, chars) -> list[str]:
@@ -190,7 +203,9 @@ def compare(ours: np.ndarray, ref: np.ndarray) -> tuple[int, int, float]:
 
 
 @pytest.mark.parametrize("font_set", FONT_SETS)
-@pytest.mark.parametrize("params", [P128, P224, RenderParams(img_size=128, fit="em")], ids=["tight128", "tight224", "em128"])
+@pytest.mark.parametrize(
+    "params", [P128, P224, RenderParams(img_size=128, fit="em")], ids=["tight128", "tight224", "em128"]
+)
 def test_matches_freetype(font_set: str, params: RenderParams) -> None:
     path, chars = FONT_SETS[font_set]
     f = font(path)

@@ -170,3 +170,21 @@ def test_flag_has_visible_effect(workdir: Path, in_process_reference: list[dict]
     name = "flag" + "".join(f.strip("-") for f in flags).replace(".", "_")
     result = train_in_process(workdir, name, *flags)
     assert check(result, in_process_reference), result[:2]
+
+
+def test_evaluate_an_export_on_another_db(workdir: Path, reference: Path, tmp_path: Path) -> None:
+    from glyph_train.cli import main
+    from tests.dbfactory import LATIN
+
+    other = write_db(tmp_path / "other.db", latin=LATIN + "ÆØ", arabic=())  # Æ, Ø: labels the model never saw
+    before = other.path.read_bytes()
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", "--checkpoint", str(reference / "export"), "--db", str(other.path),
+                 "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert set(metrics) >= {"top1", "top5", "hit_at_1", "hit_at_5", "hit_at_10", "precision_at_1", "map_at_r",
+                            "effect_size", "num_queries", "by_char_class"}
+    assert metrics["unknown_labels"] == ["198_isol", "216_isol"]
+    assert metrics["num_unknown_labels"] == 2 * len({f for f in other.fonts})
+    assert metrics["num_queries"] > 0 and set(metrics["by_char_class"]) >= {"latin", "digit"}
+    assert other.path.read_bytes() == before
