@@ -45,7 +45,7 @@ class TrainConfig:
     split: str = _flag("font", "font: hold out whole families; stratified: by label", choices=("font", "stratified"))
     val_frac: float = _flag(0.1, "fraction of glyphs held out for validation")
     num_proc: int = _flag(2, "processes used to render the cache")
-    num_workers: int = _flag(2, "DataLoader workers per training process")
+    num_workers: int = _flag(1, "DataLoader workers per training process (keep workers + threads <= cores)")
     augment: bool = _flag(True, "epoch-seeded augmentation of training images (--no-augment to turn off)")
     pre_rasterize: bool = _flag(True, "accepted for the old CLI: rasterising once into a cache is always done")
     # model

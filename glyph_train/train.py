@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate.utils import set_seed
+from tqdm.auto import tqdm
 
 from glyph_train import config as config_mod
 from glyph_train.checkpoint import Checkpointer, TrainState
@@ -76,6 +77,8 @@ def train(cfg: TrainConfig) -> dict:
         if balanced_sampler is not None:
             balanced_sampler.set_epoch(epoch)
         batches = accelerator.skip_first_batches(train_loader, state.batch_in_epoch) if state.batch_in_epoch else train_loader
+        batches = tqdm(batches, desc=f"epoch {epoch}", initial=state.batch_in_epoch, total=len(train_loader),
+                       disable=not accelerator.is_local_main_process, dynamic_ncols=True, leave=False)
         model.train()
         seen, tic = 0, time.perf_counter()
         for batch in batches:
