@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-RECIPE = ["--model", "levit_128s", "--img-size", "64", "--batch-size", "128", "--epochs", "16",
+RECIPE = ["--model", "levit_128s", "--img-size", "64", "--batch-size", "128", "--epochs", "8",
           "--lr-backbone", "1e-3", "--lr-head", "2e-3", "--weight-decay", "0.05", "--warmup-frac", "0.05",
           "--lr-schedule", "cosine", "--label-smoothing", "0.1", "--emb-loss-weight", "0.3",
           "--min-label-count", "2", "--split", "font", "--val-frac", "0.1", "--num-workers", "1",

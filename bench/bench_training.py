@@ -18,7 +18,7 @@ the same torch thread count (--threads). The trainer's final evaluation, checkpo
 its last measured step and do not count.
 
     python bench/bench_training.py [--db DB --limit 5000] [--model levit_128s] [--img-size 128]
-        [--batch-size 64] [--warmup 2] [--steps 4] [--repeats 3] [--threads 2] [--num-workers 2]
+        [--batch-size 64] [--warmup 3] [--steps 9] [--repeats 3] [--threads 1] [--num-workers 2]
         [--workdir DIR] [--json PATH]
 
 Without --db a glyphs.db is built from every installed fontpkg font (tests/dbfactory.py, ~14k glyphs);
@@ -189,10 +189,12 @@ def main() -> None:
     ap.add_argument("--model", default="levit_128s")
     ap.add_argument("--img-size", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--warmup", type=int, default=2, help="optimizer steps before timing starts")
-    ap.add_argument("--steps", type=int, default=4, help="timed optimizer steps per run")
+    ap.add_argument("--warmup", type=int, default=3, help="optimizer steps before timing starts")
+    ap.add_argument("--steps", type=int, default=9, help="timed optimizer steps per run")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each side, alternating")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (both sides)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads, both sides (default 1: on a shared 2-core machine a second thread that "
+                         "shares a core with another process stalls every op at OpenMP's barrier)")
     ap.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (both sides and the loader bench)")
     ap.add_argument("--loader-batches", type=int, default=60, help="batches timed in the loader bench")
     ap.add_argument("--workdir", type=Path, help="keep the DB, cache and run dirs here (default: a temp dir)")

@@ -1,7 +1,8 @@
 """Train/validation splits of a glyph selection, deterministic from the seed.
 
 `font` (default): whole font families go to one side, so validation measures generalisation to unseen
-typefaces rather than to another weight of a font the model trained on. Families are grouped by a key
+typefaces rather than to another weight of a font the model trained on. Families are held out within
+each script stratum (the set of scripts a family covers), so every script with 2+ families is validated. Families are grouped by a key
 that also strips trailing style words, because DBs built from static fonts often name the family of a
 weight "Roboto Light" (legacy name ID 1) and that must not leak "Roboto" across the split.
 `stratified`: per label, a val_frac share goes to validation, always leaving at least one in train.
@@ -21,6 +22,7 @@ from glyph_train.db import GlyphMeta
 from glyph_train.errors import GlyphTrainError
 
 SPLITS = ("font", "stratified")
+_SCRIPTS = {"arabic", "latin", "greek", "cyrillic"}
 _STYLE_WORDS = {
     "thin", "hairline", "extralight", "ultralight", "light", "book", "regular", "normal", "medium", "semibold",
     "demibold", "bold", "extrabold", "ultrabold", "black", "heavy", "italic", "oblique", "condensed",
@@ -85,24 +87,46 @@ def _font_split(glyphs: Sequence[GlyphMeta], val_frac: float, rng: np.random.Gen
         only = next(iter(groups), "?")
         raise GlyphTrainError(f"--split font needs at least 2 font families, the selection has only {only!r}; "
                               "use --split stratified")
-    target = val_frac * len(glyphs)
-    order = [sorted(groups)[k] for k in rng.permutation(len(groups))]
+    # Hold out families within each script stratum, so validation covers Arabic even though Arabic
+    # families are a small minority of the corpus (a plain draw over 58 families often picks none).
+    strata: dict[str, list[str]] = defaultdict(list)
+    for fam in sorted(groups):
+        strata[_scripts(glyphs, groups[fam])].append(fam)
     held: list[str] = []
-    n_val = 0
-    # Walk the shuffled families; take one whenever it brings the held-out size closer to the target.
-    for fam in order:
-        size = len(groups[fam])
-        if abs(n_val + size - target) < abs(n_val - target):
-            held.append(fam)
-            n_val += size
-    if not held:  # every family alone overshoots: hold out the smallest so validation is not empty
-        held = [min(order, key=lambda f: len(groups[f]))]
-    if len(held) == len(groups):
-        held.pop()
+    for key in sorted(strata):
+        fams = strata[key]
+        if len(fams) > 1 or len(strata) == 1:
+            held += _hold_out(fams, groups, val_frac, rng)
+    if not held:  # every stratum is a single family: hold out the smallest family
+        held = [min(groups, key=lambda f: len(groups[f]))]
     held_set = set(held)
     val = [i for fam in held for i in groups[fam]]
     train = [i for fam, idx in groups.items() if fam not in held_set for i in idx]
     return train, val, sorted(held)
+
+
+def _scripts(glyphs: Sequence[GlyphMeta], idx: list[int]) -> str:
+    """The scripts a family covers ('arabic+latin', 'latin', ...); digits and symbols don't count."""
+    found = {glyphs[i].char_class for i in idx} & _SCRIPTS
+    return "+".join(sorted(found)) or "other"
+
+
+def _hold_out(fams: list[str], groups: dict[str, list[int]], val_frac: float, rng: np.random.Generator) -> list[str]:
+    """Walk the families in seeded order, taking one whenever it brings the held-out size closer to
+    val_frac of the stratum; never all of them, never none."""
+    target = val_frac * sum(len(groups[f]) for f in fams)
+    held: list[str] = []
+    n_val = 0
+    for fam in [fams[k] for k in rng.permutation(len(fams))]:
+        size = len(groups[fam])
+        if abs(n_val + size - target) < abs(n_val - target):
+            held.append(fam)
+            n_val += size
+    if not held:
+        held = [min(fams, key=lambda f: len(groups[f]))]
+    if len(held) == len(fams):
+        held.pop()
+    return held
 
 
 def _stratified_split(glyphs: Sequence[GlyphMeta], val_frac: float, rng: np.random.Generator):
