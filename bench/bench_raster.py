@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -22,6 +23,9 @@ from fontTools.pens.recordingPen import DecomposingRecordingPen
 from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from dbfactory import pen_to_contours  # noqa: E402
+
 from glyph_train.raster import RenderParams, _build_path, _canvas, _loads, _matrix, parse_contours, render
 
 FAMILIES = ("roboto", "amiri", "lora", "noto_sans_arabic", "playfair_display", "noto_serif")
@@ -30,23 +34,6 @@ FAMILIES = ("roboto", "amiri", "lora", "noto_sans_arabic", "playfair_display", "
 def family_files(family: str) -> list[Path]:
     (ep,) = [e for e in entry_points(group="fontpkg.family") if e.name == family]
     return sorted(Path(ep.load().__file__).parent.joinpath("files").glob("*.ttf"))
-
-
-def recording_to_contours(value: list) -> list:
-    """fontTools RecordingPen value -> glyphs.db contours (list of subpaths of [op, points])."""
-    subs: list = []
-    cur: list | None = None
-    for op, args in value:
-        if op == "moveTo" or cur is None:
-            cur = []
-            subs.append(cur)
-        if op in ("closePath", "endPath"):
-            if op == "closePath":
-                cur.append(["closePath", []])
-            cur = None
-            continue
-        cur.append([op, [None if p is None else list(p) for p in args]])  # ints stay ints, as in glyphs.db
-    return subs
 
 
 def real_glyphs(n: int) -> list[str]:
@@ -62,7 +49,7 @@ def real_glyphs(n: int) -> list[str]:
             pen = DecomposingRecordingPen(gs)
             gs[name].draw(pen)
             if pen.value:
-                out.append(json.dumps(recording_to_contours(pen.value)))
+                out.append(json.dumps(pen_to_contours(pen.value)))
     return out
 
 

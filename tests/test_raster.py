@@ -30,6 +30,7 @@ from glyph_train.raster import (
     parse_contours,
     render,
 )
+from tests.dbfactory import pen_to_contours
 
 # ---- helpers -------------------------------------------------------------------------------------
 
@@ -44,23 +45,6 @@ LORA = font_file("lora", "Lora[wght].ttf")
 AMIRI = font_file("amiri", "Amiri-Regular.ttf")
 NOTO_ARABIC = font_file("noto_sans_arabic", "NotoSansArabic[wdth,wght].ttf")
 PLAYFAIR = font_file("playfair_display", "PlayfairDisplay[wght].ttf")
-
-
-def to_contours(value: list) -> list:
-    """fontTools RecordingPen value -> glyphs.db contours: subpaths of [op, points], closePath closing one."""
-    subs: list = []
-    cur: list | None = None
-    for op, args in value:
-        if op == "moveTo" or cur is None:
-            cur = []
-            subs.append(cur)
-        if op in ("closePath", "endPath"):
-            if op == "closePath":
-                cur.append(["closePath", []])
-            cur = None
-            continue
-        cur.append([op, [None if p is None else list(p) for p in args]])
-    return subs
 
 
 class Font:
@@ -81,7 +65,7 @@ class Font:
     def contours(self, name: str) -> list:
         pen = DecomposingRecordingPen(self.glyphs)
         self.glyphs[name].draw(pen)
-        return to_contours(pen.value)
+        return pen_to_contours(pen.value)
 
     def bounds(self, name: str) -> tuple[float, float, float, float]:
         pen = BoundsPen(self.glyphs)
