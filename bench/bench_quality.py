@@ -1,7 +1,7 @@
 """Reference quality run on the default corpus: family-disjoint split, `tight` vs `em` fit.
 
-Trains the same recipe once per fit on the core label set (basic Latin letters and digits, and every
-positional form of the Arabic letters U+0621–U+064A) and reports top-1, hit@10, MAP@R, effect size and
+Trains the same recipe once per fit on the core label set (launch/core_labels.txt: ASCII letters and
+digits, and every positional form of the Arabic letters U+0621–U+064A) and reports top-1, hit@10, MAP@R, effect size and
 wall time of each run (prepare + train + evaluation), side by side.
 
     glyph-train build-db data/glyphs.db --fontpkg
@@ -13,32 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+CORE_LABELS = Path(__file__).resolve().parents[1] / "launch" / "core_labels.txt"
 RECIPE = ["--model", "levit_128s", "--img-size", "64", "--batch-size", "128", "--epochs", "8",
           "--lr-backbone", "1e-3", "--lr-head", "2e-3", "--weight-decay", "0.05", "--warmup-frac", "0.05",
           "--lr-schedule", "cosine", "--label-smoothing", "0.1", "--emb-loss-weight", "0.3",
           "--min-label-count", "2", "--split", "font", "--val-frac", "0.1", "--num-workers", "1",
           "--retrieval-every", "4", "--log-interval", "50", "--seed", "0"]
-
-
-def core_labels(db: Path) -> list[str]:
-    """Labels whose code point is an ASCII letter/digit or an Arabic letter, in any positional form."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    labels = [row[0] for row in conn.execute("SELECT DISTINCT label FROM glyphs")]
-    conn.close()
-
-    def wanted(label: str) -> bool:
-        cp = label.split("_", 1)[0]
-        if not cp.isdigit():
-            return False
-        c = int(cp)
-        return chr(c).isascii() and chr(c).isalnum() or 0x0621 <= c <= 0x064A
-    return sorted(label for label in labels if wanted(label))
 
 
 def run_fit(db: Path, out: Path, fit: str, labels_file: Path, extra: list[str]) -> dict:
@@ -64,10 +49,8 @@ def main() -> None:
     parser.add_argument("--fits", default="em,tight")
     args, extra = parser.parse_known_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    labels_file = args.out / "core_labels.txt"
-    labels_file.write_text("\n".join(core_labels(args.db)) + "\n")
-    print(f"{len(labels_file.read_text().split())} core labels; load average {os.getloadavg()}", flush=True)
-    results = [run_fit(args.db, args.out, fit, labels_file, extra) for fit in args.fits.split(",")]
+    print(f"load average {os.getloadavg()}", flush=True)
+    results = [run_fit(args.db, args.out, fit, CORE_LABELS, extra) for fit in args.fits.split(",")]
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\n{'fit':6} {'top1':>7} {'top5':>7} {'hit@1':>7} {'hit@10':>7} {'MAP@R':>7} {'effect':>7} {'queries':>8} {'wall':>8}")
     for r in results:

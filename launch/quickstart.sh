@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # The main job on the default corpus, from a fresh machine with only python3:
-# set up .venv → build data/glyphs.db from the fontpkg fonts → prepare the raster cache → contact sheet →
-# a short 2-process CPU training run (W&B offline) → final metrics.
-#   bash launch/quickstart.sh            (EPOCHS=3 PROCS=2 by default; override via the environment)
+# set up .venv → build data/glyphs.db from the fontpkg fonts → prepare the raster cache (core labels:
+# ASCII letters/digits + Arabic letter forms, em fit, 64 px) → contact sheet → a short 2-process CPU
+# training run (W&B offline) → final metrics.
+#   bash launch/quickstart.sh            (EPOCHS=3 PROCS=2 by default; extra args go to the trainer)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup_env.sh
 source "${GLYPH_TRAIN_VENV:-.venv}/bin/activate"
 EPOCHS=${EPOCHS:-3}
-CHARSET=${CHARSET:-latin,arabic,digit}
 mkdir -p data runs
 glyph-train build-db data/glyphs.db --fontpkg
-glyph-train prepare --db data/glyphs.db --out data/cache --char-classes "$CHARSET" --min-label-count 2
+glyph-train prepare --db data/glyphs.db --out data/cache --labels launch/core_labels.txt --min-label-count 2 \
+    --fit em --img-size 64
 glyph-train show --db data/glyphs.db --random 64 --out data/contact_sheet.png
-PROCS=${PROCS:-2} bash launch/cpu_single_node.sh --data data/cache \
-    --epochs "$EPOCHS" --out-dir runs/quickstart "$@"
+PROCS=${PROCS:-2} bash launch/cpu_single_node.sh --data data/cache --epochs "$EPOCHS" --batch-size 64 \
+    --out-dir runs/quickstart "$@"
 echo "run directory: runs/quickstart (metrics.jsonl, export/, wandb/ offline run: upload with 'wandb sync')"
