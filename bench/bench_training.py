@@ -12,13 +12,13 @@ and W+M (the `time` field; the records' `img_per_s` averages from the epoch star
 included). The bare loop is timed over the same steps W+1..W+M, with a `.item()` at both ends as the
 trainer's log record does (a device sync on GPU). Both sides also report images per CPU-second of this
 process (the model's threads; DataLoader workers are other processes), steadier than wall time when other
-jobs share the machine; for the trainer the CPU time is noted when it writes those two records. Runs alternate, trainer first then bare first, so a slow
-drift of the machine's load hits both sides; medians are reported. Both share this process, so they use
-the same torch thread count (--threads). The trainer's final evaluation, checkpoint and export happen after
-its last measured step and do not count.
+jobs share the machine; for the trainer, the CPU time is noted as it writes those two records. Runs
+alternate, trainer first then bare first, so a drift of the machine's load hits both sides; medians are
+reported. Both sides share this process and so its torch thread count (--threads). The trainer's final
+evaluation, checkpoint and export come after its last timed step and do not count.
 
     python bench/bench_training.py [--db DB --limit 5000] [--model levit_128s] [--img-size 128]
-        [--batch-size 64] [--warmup 3] [--steps 9] [--repeats 3] [--threads 1] [--num-workers 2]
+        [--batch-size 64] [--warmup 3] [--steps 9] [--repeats 3] [--threads 1] [--num-workers N]
         [--workdir DIR] [--json PATH]
 
 Without --db a glyphs.db is built from every installed fontpkg font (tests/dbfactory.py, ~14k glyphs);
@@ -46,6 +46,7 @@ from accelerate.state import AcceleratorState, GradientState
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from dbfactory import LATIN, fontpkg_specs, write_db  # noqa: E402
 
+import glyph_train.train as train_module  # noqa: E402
 from glyph_train.augment import AugmentParams  # noqa: E402
 from glyph_train.config import TrainConfig  # noqa: E402
 from glyph_train.data import GlyphImages, TrainingData, contrastive_groups, make_loaders  # noqa: E402
@@ -54,7 +55,6 @@ from glyph_train.losses import supcon_loss  # noqa: E402
 from glyph_train.model import GlyphModel, param_groups  # noqa: E402
 from glyph_train.prepare import load_prepared, prepare  # noqa: E402
 from glyph_train.raster import RenderParams  # noqa: E402
-import glyph_train.train as train_module  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -91,7 +91,8 @@ def bare_loader(cfg: TrainConfig) -> tuple[torch.utils.data.DataLoader, int]:
                      cfg.seed, aug)
     va = GlyphImages(prepared.validation,
                      contrastive_groups(prepared.validation, cfg.contrastive_grouping, vocabulary), cfg.seed, None)
-    data = TrainingData(tr, va, np.empty(0, dtype=object), prepared.label_names, Path(cfg.data), prepared.info["params"])
+    data = TrainingData(tr, va, np.empty(0, dtype=object), prepared.label_names, Path(cfg.data),
+                        prepared.info["params"])
     loader, _, _ = make_loaders(cfg, data)
     return loader, len(prepared.label_names)
 
@@ -143,7 +144,8 @@ def bare_rate(cfg: TrainConfig, warmup: int, steps: int) -> tuple[float, float]:
     torch.manual_seed(cfg.seed)
     loader, num_classes = bare_loader(cfg)
     model = GlyphModel(cfg.model, num_classes=num_classes, embedding_dim=cfg.embedding_dim, img_size=cfg.img_size,
-                       arcface_margin=cfg.arcface_margin, arcface_scale=cfg.arcface_scale, dropout=cfg.dropout).to(device)
+                       arcface_margin=cfg.arcface_margin, arcface_scale=cfg.arcface_scale, dropout=cfg.dropout)
+    model.to(device)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.lr_backbone, cfg.lr_head, cfg.weight_decay))
     model.train()
     marks: dict[int, tuple[float, float]] = {}
@@ -184,7 +186,8 @@ def loader_rate(cfg: TrainConfig, batches: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--db", type=Path, help="an existing glyphs.db (read-only); default: build one with tests/dbfactory.py")
+    ap.add_argument("--db", type=Path,
+                    help="existing glyphs.db, opened read-only (default: build one with tests/dbfactory.py)")
     ap.add_argument("--limit", type=int, default=5000, help="glyphs sampled from the DB into the cache")
     ap.add_argument("--model", default="levit_128s")
     ap.add_argument("--img-size", type=int, default=128)
@@ -195,7 +198,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads, both sides (default 1: on a shared 2-core machine a second thread that "
                          "shares a core with another process stalls every op at OpenMP's barrier)")
-    ap.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (both sides and the loader bench)")
+    ap.add_argument("--num-workers", type=int, default=TrainConfig.__dataclass_fields__["num_workers"].default,
+                    help="DataLoader workers, both sides and the loader bench (default: the trainer's)")
     ap.add_argument("--loader-batches", type=int, default=60, help="batches timed in the loader bench")
     ap.add_argument("--workdir", type=Path, help="keep the DB, cache and run dirs here (default: a temp dir)")
     ap.add_argument("--json", type=Path, help="also write the result here")
@@ -229,7 +233,8 @@ def main() -> None:
             measure = trainer_rate if side == "trainer" else bare_rate
             wall, cpu = measure(config(f"{side}_{r}"), args.warmup, args.steps)
             runs.append({"side": side, "repeat": r, "img_per_s": round(wall, 2), "img_per_cpu_s": round(cpu, 2),
-                         "load_before": load_before, "load_after": load(), "wall_s": round(time.perf_counter() - t0, 1)})
+                         "load_before": load_before, "load_after": load(),
+                         "wall_s": round(time.perf_counter() - t0, 1)})
             log(f"{side} #{r}: {wall:.2f} img/s, {cpu:.2f} img/CPU-s (load {load_before} -> {load()}, "
                 f"{runs[-1]['wall_s']} s)")
 
@@ -237,9 +242,10 @@ def main() -> None:
         return round(statistics.median(x[key] for x in runs if x["side"] == side), 2)
 
     trainer, bare = median("trainer", "img_per_s"), median("bare", "img_per_s")
+    trainer_cpu, bare_cpu = median("trainer", "img_per_cpu_s"), median("bare", "img_per_cpu_s")
     res.update(runs=runs, trainer_img_per_s=trainer, bare_img_per_s=bare, trainer_over_bare=round(trainer / bare, 3),
-               trainer_img_per_cpu_s=median("trainer", "img_per_cpu_s"), bare_img_per_cpu_s=median("bare", "img_per_cpu_s"),
-               trainer_over_bare_cpu=round(median("trainer", "img_per_cpu_s") / median("bare", "img_per_cpu_s"), 3),
+               trainer_img_per_cpu_s=trainer_cpu, bare_img_per_cpu_s=bare_cpu,
+               trainer_over_bare_cpu=round(trainer_cpu / bare_cpu, 3),
                loader_over_training=round(res["loader_img_per_s"] / trainer, 1),
                load_end=load(), wall_s=round(time.perf_counter() - t, 1))
     print(json.dumps(res))

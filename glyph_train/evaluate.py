@@ -58,7 +58,7 @@ def example_queries(out: dict[str, np.ndarray], seed: int, k: int = 10) -> dict:
             "neighbours": neighbours.tolist()}
 
 
-def log_retrieval_examples(log, examples: dict, dataset, loader, label_names: list[str], step: int) -> None:
+def log_retrieval_examples(log, examples: dict, dataset, label_names: list[str], step: int) -> None:
     """A W&B image per query: the query glyph, then its top-k neighbours, each captioned with its label."""
     if not examples:
         return

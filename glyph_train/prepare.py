@@ -36,7 +36,7 @@ from glyph_train.db import GlyphFilter, GlyphMeta, Selection, add_filter_argumen
     select_glyphs
 from glyph_train.errors import GlyphTrainError
 from glyph_train.raster import FITS, RENDERER_VERSION, EmBox, RenderParams, render
-from glyph_train.splits import SPLITS, SplitResult, split_glyphs
+from glyph_train.splits import SPLIT_VERSION, SPLITS, SplitResult, split_glyphs
 
 CACHE_FORMAT = 1  # bump when the on-disk layout or column meaning changes
 SHARD_ROWS = 500  # rows per render task: 8 MB of 128 px images in flight, a smooth progress bar
@@ -114,7 +114,8 @@ def cache_features(img_size: int):
 def fingerprint_of(sel: Selection, params: RenderParams, split: str, val_frac: float, seed: int,
                    flt: GlyphFilter) -> str:
     """sha256 of everything the cache's bytes depend on; num_proc is left out (it does not change them)."""
-    key = {"format": CACHE_FORMAT, "renderer": RENDERER_VERSION, "params": asdict(params), "split": split,
+    key = {"format": CACHE_FORMAT, "renderer": RENDERER_VERSION, "params": asdict(params),
+           "split": split, "split_version": SPLIT_VERSION,
            "val_frac": val_frac, "seed": seed, "filter": flt.to_dict(), "content": sel.content_hash}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 

@@ -22,6 +22,7 @@ from glyph_train.db import GlyphMeta
 from glyph_train.errors import GlyphTrainError
 
 SPLITS = ("font", "stratified")
+SPLIT_VERSION = 2  # bump when an algorithm changes: it is part of the cache fingerprint
 _SCRIPTS = {"arabic", "latin", "greek", "cyrillic"}
 _STYLE_WORDS = {
     "thin", "hairline", "extralight", "ultralight", "light", "book", "regular", "normal", "medium", "semibold",

@@ -70,28 +70,20 @@ def train(cfg: TrainConfig) -> dict:
     start_tracking(accelerator, cfg.wandb_project, cfg.run_name or out_dir.name, out_dir, cfg.to_dict(), mode)
     log = MetricsLog(accelerator, out_dir / "metrics.jsonl")
     metrics: dict = {}
+    nonfinite = torch.zeros((), device=accelerator.device)
 
     for epoch in range(state.epoch, cfg.epochs):
         state.epoch = epoch
-        train_loader.set_epoch(epoch)  # shuffling + the dataset's augmentation epoch
-        if balanced_sampler is not None:
-            balanced_sampler.set_epoch(epoch)
-        batches = accelerator.skip_first_batches(train_loader, state.batch_in_epoch) if state.batch_in_epoch else train_loader
-        batches = tqdm(batches, desc=f"epoch {epoch}", initial=state.batch_in_epoch, total=len(train_loader),
-                       disable=not accelerator.is_local_main_process, dynamic_ncols=True, leave=False)
         model.train()
         seen, tic = 0, time.perf_counter()
-        for batch in batches:
+        for batch in epoch_batches(accelerator, train_loader, balanced_sampler, state):
             with accelerator.accumulate(model):
                 out = model(batch["image"], batch["label"])
                 ce = F.cross_entropy(out["logits"], batch["label"], label_smoothing=cfg.label_smoothing)
                 supcon = distributed_supcon_loss(out["embedding"], batch["group"], cfg.emb_temperature)
                 w = cfg.emb_loss_weight * ramp(epoch + state.batch_in_epoch / len(train_loader), cfg.emb_ramp_epochs)
                 loss = ce + w * supcon
-                if accelerator.reduce(torch.isfinite(loss.detach()).logical_not().float(), "sum") > 0:
-                    raise GlyphTrainError(
-                        f"loss became {loss.item()} at epoch {epoch} step {state.step}; the last good checkpoint "
-                        f"is kept in {out_dir / 'checkpoints'}; lower --lr-backbone/--lr-head or set --grad-clip")
+                nonfinite += loss.detach().isfinite().logical_not()  # checked when logging/saving: no GPU sync
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:  # norm of the unscaled gradient; inf = measure, don't clip
                     grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
@@ -103,6 +95,8 @@ def train(cfg: TrainConfig) -> dict:
                 continue
             state.step += 1
             scheduler.step_update(state.step)
+            if state.step % cfg.log_interval == 0 or cfg.save_every and state.step % cfg.save_every == 0:
+                stop_if_diverged(accelerator, nonfinite, state, ckpt)
             if state.step % cfg.log_interval == 0:
                 log.log({"epoch": epoch, "loss": loss.item(), "ce": ce.item(), "supcon": supcon.item(),
                          "emb_weight": w, "lr_backbone": optimizer.param_groups[0]["lr"],
@@ -113,12 +107,13 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.max_steps and state.step >= cfg.max_steps:
                 break
         train_rate = seen / max(time.perf_counter() - tic, 1e-9)
+        stop_if_diverged(accelerator, nonfinite, state, ckpt)
         state.epoch, state.batch_in_epoch = epoch + 1, 0
         finished = epoch + 1 == cfg.epochs or bool(cfg.max_steps and state.step >= cfg.max_steps)
         if (epoch + 1) % cfg.retrieval_every == 0 or finished:
             metrics, examples = evaluate_model(model, val_loader, data.val_char_classes, accelerator, cfg.seed)
             log.log({"epoch": epoch, "train_img_per_s": train_rate, "val": metrics}, step=state.step)
-            log_retrieval_examples(log, examples, data.validation, val_loader, data.label_names, state.step)
+            log_retrieval_examples(log, examples, data.validation, data.label_names, state.step)
             ckpt.update_best(metrics.get(cfg.best_metric), lambda d: save_export(
                 d, accelerator.unwrap_model(model), data.label_names, cfg.to_dict()))
         ckpt.save()
@@ -131,6 +126,25 @@ def train(cfg: TrainConfig) -> dict:
     accelerator.end_training()
     accelerator.print(summary_line(metrics))
     return metrics
+
+
+def epoch_batches(accelerator, loader, balanced_sampler, state: TrainState):
+    """This epoch's batches (shuffle and augmentation seeded by the epoch), minus those consumed before a resume."""
+    loader.set_epoch(state.epoch)  # Accelerate passes it to the sampler and to the dataset's augmentation
+    if balanced_sampler is not None:  # ...but not to a custom batch sampler behind its shard wrapper
+        balanced_sampler.set_epoch(state.epoch)
+    batches = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
+    return tqdm(batches, desc=f"epoch {state.epoch}", initial=state.batch_in_epoch, total=len(loader),
+                disable=None if accelerator.is_local_main_process else True,  # None: off when not a terminal
+                dynamic_ncols=True, leave=False)
+
+
+def stop_if_diverged(accelerator, nonfinite: torch.Tensor, state: TrainState, ckpt: Checkpointer) -> None:
+    """Stop, with the last good checkpoint kept, once any process has seen a NaN/inf loss."""
+    if accelerator.reduce(nonfinite, "sum") > 0:
+        raise GlyphTrainError(
+            f"loss became NaN/inf by epoch {state.epoch} step {state.step}; the last good checkpoint is kept "
+            f"in {ckpt.dir}; lower --lr-backbone/--lr-head or set --grad-clip")
 
 
 def ramp(epochs_done: float, ramp_epochs: float) -> float:

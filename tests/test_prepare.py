@@ -225,6 +225,14 @@ def test_cache_hit_and_fingerprint_changes(prepared, db, tmp_path, capsys):
         GlyphFilter(drop_singletons=True), GlyphFilter(char_classes=("latin",)), GlyphFilter(labels=("65_isol",)))]
     fps = {fingerprint_of(sel, *v) for v in variants}
     assert len(fps) == len(variants) and fp not in fps
+    import glyph_train.prepare as prepare_mod  # a changed split algorithm must not reuse old splits
+
+    old_version = prepare_mod.SPLIT_VERSION
+    try:
+        prepare_mod.SPLIT_VERSION = old_version + 1
+        assert fingerprint_of(sel, *base) != fp
+    finally:
+        prepare_mod.SPLIT_VERSION = old_version
 
     # A changed DB (one contour edited) is a miss, and the cache is rebuilt from it.
     copy = tmp_path / "changed.db"

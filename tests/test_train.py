@@ -75,6 +75,7 @@ def test_two_processes_through_documented_cpu_launch(workdir: Path, reference: P
                             "effect_size", "num_queries", "by_char_class"}
     offline = list((run / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and list(offline[0].glob("*.wandb")), "no W&B offline run to `wandb sync`"
+    assert list(offline[0].glob("files/media/images/retrieval/query_*.png")), "no retrieval example images"
     # a global batch of 2 x 16 halves the optimizer steps of the 1-process run
     assert records(run)[-1]["step"] * 2 == pytest.approx(records(reference)[-1]["step"], abs=2)
     from glyph_train.export import load_export
@@ -165,6 +166,12 @@ def _same_but_time(a: list[dict], b: list[dict]) -> bool:
     (["--embedding-dim", "16"], lambda r, ref: r[0]["supcon"] != ref[0]["supcon"]),
     (["--lr-head", "0.01"], lambda r, ref: r[0]["lr_head"] > ref[0]["lr_head"]),
     (["--seed", "1"], lambda r, ref: r[0]["loss"] != ref[0]["loss"]),
+    (["--emb-temperature", "0.2"], lambda r, ref: r[0]["supcon"] != ref[0]["supcon"]),
+    (["--weight-decay", "0.5"], lambda r, ref: r[1]["loss"] != ref[1]["loss"]),
+    (["--dropout", "0.5"], lambda r, ref: r[0]["loss"] != ref[0]["loss"]),
+    (["--lr-backbone", "0.0001"], lambda r, ref: r[0]["lr_backbone"] < ref[0]["lr_backbone"]),
+    (["--warmup-frac", "0.5"], lambda r, ref: r[0]["lr_head"] < ref[0]["lr_head"]),
+    (["--mixed-precision", "bf16"], lambda r, ref: r[0]["loss"] != ref[0]["loss"]),
 ])
 def test_flag_has_visible_effect(workdir: Path, in_process_reference: list[dict], flags: list[str], check) -> None:
     name = "flag" + "".join(f.strip("-") for f in flags).replace(".", "_")
