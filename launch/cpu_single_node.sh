@@ -8,5 +8,5 @@ PROCS=${PROCS:-2}
 THREADS=${THREADS:-$(( $(nproc) / PROCS > 0 ? $(nproc) / PROCS : 1 ))}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 export GLYPH_TRAIN_NUM_PROCESSES=$PROCS  # the trainer refuses to run if it sees fewer
-exec accelerate launch --config_file accelerate_configs/cpu_multiprocess.yaml --num_processes "$PROCS" \
+exec "${PYTHON:-python3}" -m accelerate.commands.launch --config_file accelerate_configs/cpu_multiprocess.yaml --num_processes "$PROCS" \
     -m glyph_train.train "$@"

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _launch(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     env.pop("GLYPH_TRAIN_NUM_PROCESSES", None)
-    return subprocess.run([str(Path(sys.executable).parent / "accelerate"), "launch", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "accelerate.commands.launch", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

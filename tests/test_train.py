@@ -20,7 +20,7 @@ import pytest
 from tests.dbfactory import write_db
 
 REPO = Path(__file__).resolve().parents[1]
-ACCELERATE = str(Path(sys.executable).parent / "accelerate")
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]  # `accelerate launch`, from any venv
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def reference(workdir: Path) -> Path:
 
 
 def test_two_processes_through_documented_cpu_launch(workdir: Path, reference: Path) -> None:
-    launcher = [ACCELERATE, "launch", "--config_file", str(REPO / "accelerate_configs/cpu_multiprocess.yaml")]
+    launcher = [*ACCELERATE, "--config_file", str(REPO / "accelerate_configs/cpu_multiprocess.yaml")]
     res = train(workdir, "two_procs", "--wandb-mode", "offline", launcher=launcher)
     assert "world size 2 (MULTI_CPU)" in res.stdout
     run = workdir / "two_procs"
@@ -149,7 +149,7 @@ def _same_but_time(a: list[dict], b: list[dict]) -> bool:
 
 
 @pytest.mark.parametrize("flags, check", [
-    (["--grad-accum", "2"], lambda r, ref: r[-1]["step"] * 2 == pytest.approx(ref[-1]["step"], abs=1)),
+    (["--grad-accum", "2"], lambda r, ref: r[-1]["step"] == 2 * math.ceil(ref[-1]["step"] / 2 / 2)),
     (["--max-steps", "4"], lambda r, ref: r[-1]["step"] == 4),
     (["--lr-schedule", "constant", "--warmup-frac", "0"],
      lambda r, ref: {x["lr_head"] for x in r if "lr_head" in x} == {3e-3}),
