@@ -38,7 +38,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate.state import AcceleratorState, GradientState
@@ -47,13 +46,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from dbfactory import LATIN, fontpkg_specs, write_db  # noqa: E402
 
 import glyph_train.train as train_module  # noqa: E402
-from glyph_train.augment import AugmentParams  # noqa: E402
 from glyph_train.config import TrainConfig  # noqa: E402
-from glyph_train.data import GlyphImages, TrainingData, contrastive_groups, make_loaders  # noqa: E402
+from glyph_train.data import make_loaders, open_training_data  # noqa: E402
 from glyph_train.db import GlyphFilter  # noqa: E402
 from glyph_train.losses import supcon_loss  # noqa: E402
 from glyph_train.model import GlyphModel, param_groups  # noqa: E402
-from glyph_train.prepare import load_prepared, prepare  # noqa: E402
+from glyph_train.prepare import prepare  # noqa: E402
 from glyph_train.raster import RenderParams  # noqa: E402
 
 
@@ -84,17 +82,9 @@ def prepared_cache(args: argparse.Namespace, work: Path) -> Path:
 def bare_loader(cfg: TrainConfig) -> tuple[torch.utils.data.DataLoader, int]:
     """The trainer's training DataLoader, built as `load_training_data` + `make_loaders` build it (same
     Dataset, augmentation, workers, shuffling), minus the Accelerator. Returns it and the class count."""
-    prepared = load_prepared(Path(cfg.data))
-    vocabulary: dict[str, int] = {}
-    aug = AugmentParams() if cfg.augment else None
-    tr = GlyphImages(prepared.train, contrastive_groups(prepared.train, cfg.contrastive_grouping, vocabulary),
-                     cfg.seed, aug)
-    va = GlyphImages(prepared.validation,
-                     contrastive_groups(prepared.validation, cfg.contrastive_grouping, vocabulary), cfg.seed, None)
-    data = TrainingData(tr, va, np.empty(0, dtype=object), prepared.label_names, Path(cfg.data),
-                        prepared.info["params"])
+    data = open_training_data(cfg, Path(cfg.data))
     loader, _, _ = make_loaders(cfg, data)
-    return loader, len(prepared.label_names)
+    return loader, len(data.label_names)
 
 
 # ---------------------------------------------------------------------------------------------- (1)

@@ -77,6 +77,11 @@ def load_training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainingDa
             if accelerator.is_main_process:
                 prepare(Path(cfg.db), cache, RenderParams(img_size=cfg.img_size, fit=cfg.fit), cfg.split,
                         cfg.val_frac, cfg.seed, cfg.num_proc, glyph_filter(cfg))
+    return open_training_data(cfg, cache)
+
+
+def open_training_data(cfg: TrainConfig, cache: Path) -> TrainingData:
+    """The prepared cache's splits as Datasets (no Accelerator needed)."""
     prepared = load_prepared(cache)
     vocabulary: dict[str, int] = {}
     aug = AugmentParams() if cfg.augment else None
