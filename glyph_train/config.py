@@ -77,7 +77,8 @@ class TrainConfig:
     # evaluation
     retrieval_every: int = _flag(1, "evaluate every N epochs (and always at the end)")
     retrieval_cap: int = _flag(0, "evaluate on at most N validation glyphs (0 = all)")
-    best_metric: str = _flag("hit_at_10", "metric that picks the best checkpoint")
+    best_metric: str = _flag("hit_at_10", "metric that picks the best export (run_dir/best)", choices=(
+        "top1", "top5", "hit_at_1", "hit_at_5", "hit_at_10", "precision_at_1", "map_at_r", "effect_size"))
     # run bookkeeping
     seed: int = _flag(0, "seed of sampling, splits, init and augmentation")
     out_dir: str = _flag("runs/latest", "run directory: config, metrics.jsonl, checkpoints, export")
@@ -107,6 +108,10 @@ class TrainConfig:
         if self.classes_per_batch and self.batch_size % self.classes_per_batch:
             raise GlyphTrainError(
                 f"--batch-size {self.batch_size} is not a multiple of --classes-per-batch {self.classes_per_batch}")
+        for f in fields(self):  # YAML values skip argparse's choices: check them here too
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise GlyphTrainError(f"{f.name} = {getattr(self, f.name)!r} is not one of {', '.join(choices)}")
         for name in ("epochs", "batch_size", "grad_accum", "img_size", "retrieval_every"):
             if getattr(self, name) < 1:
                 raise GlyphTrainError(f"--{name.replace('_', '-')} must be at least 1")

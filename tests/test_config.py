@@ -72,3 +72,10 @@ def test_batch_must_divide_into_classes() -> None:
 def test_out_dir_expands_environment(monkeypatch) -> None:
     monkeypatch.setenv("WANDB_RUN_ID", "abc123")
     assert parse_config(["--db", "x.db", "--out-dir", "runs/$WANDB_RUN_ID"]).out_dir == "runs/abc123"
+
+
+def test_yaml_values_are_checked_against_choices(tmp_path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("db: a.db\nbest_metric: accuracy\n")
+    with pytest.raises(GlyphTrainError, match="best_metric"):
+        parse_config(["--config", str(path)])
