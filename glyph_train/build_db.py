@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from tqdm import tqdm
 
+from glyph_train.cli import positive_int
 from glyph_train.errors import GlyphTrainError
 from glyph_train.fonts import FontError, FontFace, error_line, find_font_files, list_faces, sfnt_data
 from glyph_train.shaping import Shaper
@@ -88,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--charset", metavar="CLASSES", type=_char_classes,
                         help=f"comma-separated char classes to keep ({','.join(CHAR_CLASSES)}); "
                              "fonts already in OUT.db are not read again whatever the charset")
-    parser.add_argument("--jobs", type=_positive_int, default=default_jobs(), metavar="N",
+    parser.add_argument("--jobs", type=positive_int, default=default_jobs(), metavar="N",
                         help="worker processes reading fonts (default: CPUs available, %(default)s)")
 
 
@@ -250,12 +251,6 @@ def _char_classes(text: str) -> frozenset[str]:
         raise argparse.ArgumentTypeError(f"unknown char class {', '.join(unknown) or '(none)'}; "
                                          f"choose from {','.join(CHAR_CLASSES)}")
     return classes
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return int(text)
 
 
 def default_jobs() -> int:

@@ -122,26 +122,34 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
         raise GlyphTrainError(f"{path}: empty file (0 bytes), not a glyphs.db")
     if head != SQLITE_MAGIC:
         raise GlyphTrainError(f"{path}: not a SQLite database")
+    # mode=ro: SQLite refuses every write; works with WAL DBs as long as the -shm can be read.
     try:
-        # mode=ro: SQLite refuses every write; works with WAL DBs as long as the -shm can be read.
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table','view')")}
     except sqlite3.DatabaseError as e:
+        raise GlyphTrainError(f"{path}: cannot open read-only ({e})") from None
+    try:
+        _check_schema(conn, path)
+    except sqlite3.DatabaseError as e:
+        conn.close()
         raise GlyphTrainError(f"{path}: cannot read as SQLite ({e})") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table','view')")}
     missing_tables = [t for t in REQUIRED if t not in tables]
     if missing_tables:
-        conn.close()
         raise GlyphTrainError(f"{path}: missing table(s) {', '.join(missing_tables)}; is this a glyphs.db?")
     for table, cols in REQUIRED.items():
         have = table_columns(conn, table)
         missing = [c for c in cols if c not in have]
         if missing:
-            conn.close()
             raise GlyphTrainError(f"{path}: table {table} lacks column(s) {', '.join(missing)}")
     if conn.execute("SELECT 1 FROM glyphs LIMIT 1").fetchone() is None:
-        conn.close()
         raise GlyphTrainError(f"{path}: the glyphs table is empty; build it with `glyph-train build-db`")
-    return conn
 
 
 def table_columns(conn: sqlite3.Connection, table: str) -> set[str]:

@@ -115,36 +115,36 @@ def run(args: argparse.Namespace) -> int:
 
 @torch.no_grad()
 def embed_selection(model: torch.nn.Module, db: Path, flt, img_size: int, fit: str, batch_size: int):
-    """Render and embed the selected glyphs chunk by chunk (never all images in memory); rows whose
+    """Render and embed the selected glyphs batch by batch (never all images in memory); rows whose
     outline fails to render are skipped and counted."""
-    from glyph_train.db import fetch_contours, open_readonly, select_glyphs
+    from glyph_train.db import iter_contours, select_glyphs
     from glyph_train.raster import RenderParams, render
 
     selection = select_glyphs(db, flt)
     params = RenderParams(img_size=img_size, fit=fit)
-    conn = open_readonly(db)
-    logits, embeddings, names, classes, bad = [], [], [], [], 0
-    for start in range(0, len(selection.glyphs), batch_size):
-        chunk = selection.glyphs[start:start + batch_size]
-        contours = fetch_contours(conn, [m.glyph_id for m in chunk])
-        images = []
-        for m in chunk:
-            try:
-                images.append(render(contours[m.glyph_id], params, m.em))
-            except ValueError:
-                bad += 1
-                continue
-            names.append(m.label)
-            classes.append(m.char_class)
-        if images:
-            out = model(torch.from_numpy(np.stack(images)).unsqueeze(1).float().div_(255.0))
-            logits.append(out["logits"].float().numpy())
-            embeddings.append(out["embedding"].float().numpy())
-    conn.close()
+    logits, embeddings, names, classes, images, bad = [], [], [], [], [], 0
+
+    def flush() -> None:
+        out = model(torch.from_numpy(np.stack(images)).unsqueeze(1).float().div_(255.0))
+        logits.append(out["logits"].float().numpy())
+        embeddings.append(out["embedding"].float().numpy())
+        images.clear()
+
+    for meta, (_, contours) in zip(selection.glyphs, iter_contours(db, [m.glyph_id for m in selection.glyphs])):
+        try:
+            images.append(render(contours, params, meta.em))
+        except ValueError:
+            bad += 1
+            continue
+        names.append(meta.label)
+        classes.append(meta.char_class)
+        if len(images) == batch_size:
+            flush()
+    if images:
+        flush()
     if not names:
         raise GlyphTrainError(f"{db}: no glyph could be rendered with these filters; nothing to evaluate")
-    skipped = dict(getattr(selection, "skipped", {}) or {})
-    skipped["unrenderable"] = bad
+    skipped = {**selection.skipped, "unrenderable": bad}
     return np.concatenate(logits), np.concatenate(embeddings), names, np.asarray(classes, dtype=object), skipped
 
 

@@ -86,6 +86,9 @@ def save_export(out_dir: str | os.PathLike, model: torch.nn.Module, label_names:
     label_names = [str(name) for name in label_names]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700: an export is meant to be read by others
     try:
         save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt"})  # contiguous, shared tensors deduplicated
         _fsync(tmp / WEIGHTS)

@@ -61,6 +61,8 @@ def _classification_per_item(logits: np.ndarray | None, labels: np.ndarray) -> t
     logits = np.asarray(logits)
     if logits.ndim != 2 or len(logits) != n:
         raise ValueError(f"logits shape {logits.shape} does not match {n} labels")
+    if not np.isfinite(logits).all():  # a NaN true logit would rank first and count as a hit
+        raise GlyphTrainError("logits contain NaN or inf: the model has diverged; use an earlier checkpoint")
     known = (labels >= 0) & (labels < logits.shape[1])
     hits = {1: np.zeros(n, bool), 5: np.zeros(n, bool)}
     sub = _topk_hits(logits[known], labels[known], (1, 5))

@@ -112,7 +112,8 @@ def param_groups(model: GlyphModel, lr_backbone: float, lr_head: float, weight_d
     timm model lists in `no_weight_decay()` (position embeddings, class tokens). Each group carries a
     `name` (backbone|heads _ decay|no_decay) for logging; empty groups are left out.
     """
-    skip = set(getattr(model.backbone, "no_weight_decay", lambda: ())()) | {"*attention_biases*"}
+    skip = set(getattr(model.backbone, "no_weight_decay", lambda: ())())
+    skip |= {n for n, _ in model.backbone.named_parameters() if "attention_biases" in n}  # exact names: any timm
     heads = nn.ModuleList([model.classifier, model.embedding_head])  # a view: the modules are shared, not copied
     groups = []
     for part, module, lr in (("backbone", model.backbone, lr_backbone), ("heads", heads, lr_head)):

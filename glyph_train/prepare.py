@@ -301,8 +301,9 @@ def _render_splits(db: Path, glyphs: Sequence[GlyphMeta], parts: SplitResult, in
     tasks = {name: [(str(db), asdict(params), rows) for rows in _shard_rows(glyphs, idx, index, num_proc)]
              for name, idx in (("train", parts.train), ("validation", parts.validation))}
     procs = max(1, min(num_proc, max(len(t) for t in tasks.values())))
-    # fork: workers inherit the imported modules (no re-import per worker); results arrive in shard order.
-    pool = mp.get_context("fork" if os.name == "posix" else "spawn").Pool(procs) if procs > 1 else None
+    # forkserver, not fork: the trainer calls prepare() with torch threads and a process group alive, and a
+    # forked child of that can deadlock. Results arrive in shard order.
+    pool = mp.get_context("forkserver" if os.name == "posix" else "spawn").Pool(procs) if procs > 1 else None
     out = {}
     try:
         for name, split_tasks in tasks.items():

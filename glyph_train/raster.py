@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover
     from json import loads as _loads
 
 # Bump whenever output pixels can change (fits, anti-aliasing, curve handling): caches key on it.
-RENDERER_VERSION = "skia-1"
+RENDERER_VERSION = "skia-2"
 
 FITS = ("tight", "em")
 _OPS = {"moveTo", "lineTo", "curveTo", "qCurveTo", "closePath", "endPath"}
@@ -61,12 +61,27 @@ def em_box_from_metrics(
     typo_descent: float | None = None,
 ) -> EmBox:
     """EmBox from a fonts row: OS/2 typo metrics when set (they are meant for layout), else hhea, else 0.8/-0.2 em."""
-    upem = float(upem) if upem and upem > 0 else 1000.0
+    upem = _positive(upem) or 1000.0
     for a, d in ((typo_ascent, typo_descent), (ascent, descent)):
-        if a and d and a > 0:
+        a, d = _positive(a), _number(d)
+        if a and d is not None and a + abs(d) > 0:  # a descent of 0 is real (e.g. pixel fonts), not missing
             # Some fonts store the descender as a positive magnitude: normalise to below-baseline.
-            return EmBox(upem, float(a), -abs(float(d)))
+            return EmBox(upem, a, -abs(d))
     return EmBox(upem, upem * 0.8, -upem * 0.2)
+
+
+def _number(value: Any) -> float | None:
+    """A metric as float; None when missing or not a number (DB columns may hold NULL or TEXT)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _positive(value: Any) -> float | None:
+    number = _number(value)
+    return number if number is not None and number > 0 else None
 
 
 def _point(p: Any, where: str) -> tuple[float, float]:
@@ -94,7 +109,7 @@ def _validate(data: Any) -> Contours:
             if not isinstance(seg, (list, tuple)) or len(seg) != 2:
                 raise ValueError(f"{where}: must be [op, points]")
             op, payload = seg
-            if op not in _OPS:
+            if not isinstance(op, str) or op not in _OPS:
                 raise ValueError(f"{where}: unknown op {op!r:.30}")
             if payload is None:
                 payload = []
@@ -242,7 +257,7 @@ def render(contours: str | bytes | Sequence, params: RenderParams, em: EmBox | N
         raise ValueError(f"contours must be a list of subpaths, got {type(contours).__name__}")
     try:
         path = _build_path(contours)
-    except (TypeError, ValueError, IndexError, AttributeError) as e:
+    except (TypeError, ValueError, LookupError, AttributeError) as e:  # KeyError: a dict where a list belongs
         # Cheap path failed: let the strict validator name the problem.
         _validate(contours)
         raise ValueError(f"unusable contours ({e})") from None

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from glyph_train.cli import positive_int
 from glyph_train.db import GlyphFilter, GlyphMeta, iter_contours, parse_label_list, select_glyphs
 from glyph_train.errors import GlyphTrainError
 from glyph_train.raster import FITS, RenderParams, render
@@ -42,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fit", choices=FITS, default="tight", help="raster fit, as in prepare (default tight)")
     parser.add_argument("--char-classes", metavar="A,B", help="only these char_class values")
     parser.add_argument("--exclude-shaped", action="store_true", help="leave out labels ending in _shaped")
-    parser.add_argument("--max", type=int, default=200, dest="max_glyphs", help="at most this many cells (default 200)")
-    parser.add_argument("--cols", type=int, default=0, help="cells per row (default: about square)")
+    parser.add_argument("--max", type=positive_int, default=200, dest="max_glyphs", help="at most this many cells (default 200)")
+    parser.add_argument("--cols", type=positive_int, default=None, help="cells per row (default: about square)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
 
 
