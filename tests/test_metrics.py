@@ -272,3 +272,13 @@ def test_evaluate_embeddings_is_deterministic_and_rejects_non_finite():
     emb[3, 0] = np.nan
     with pytest.raises(GlyphTrainError, match="NaN"):
         evaluate_embeddings(None, emb, labels, cc)
+
+
+def test_nan_logits_are_refused_not_counted_as_hits() -> None:
+    from glyph_train.errors import GlyphTrainError
+    from glyph_train.metrics import classification_metrics
+
+    logits = np.zeros((3, 4), dtype=np.float32)
+    logits[:, 0] = np.nan
+    with pytest.raises(GlyphTrainError, match="NaN"):
+        classification_metrics(logits, np.zeros(3, dtype=np.int64))

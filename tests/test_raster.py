@@ -452,3 +452,15 @@ def test_render_params_validated() -> None:
 
 def test_renderer_version_is_a_nonempty_string() -> None:
     assert isinstance(RENDERER_VERSION, str) and RENDERER_VERSION
+
+
+@pytest.mark.parametrize("text", ['[{"a": 1}]', '[[[["x"], []]]]', '[[["moveTo", {"a": 1}]]]', '[[["lineTo"]]]'])
+def test_valid_json_of_the_wrong_shape_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError):
+        render(text, RenderParams(img_size=32))
+
+
+def test_a_zero_descent_is_a_real_metric_not_a_missing_one() -> None:
+    assert em_box_from_metrics(1000, 1000, 0) == EmBox(1000.0, 1000.0, 0.0)
+    assert em_box_from_metrics("2048", "1900", "-500") == EmBox(2048.0, 1900.0, -500.0)  # TEXT columns
+    assert em_box_from_metrics(None, None, None) == EmBox(1000.0, 800.0, -200.0)
