@@ -210,18 +210,25 @@ def _extract_all(faces: list[FontFace], char_classes: frozenset[str] | None, job
 
 
 def _open_output(out: Path) -> sqlite3.Connection:
-    """Open OUT.db read-write, creating the schema; an existing DB must have the required columns."""
+    """Open OUT.db read-write: a new file gets the schema; an existing one must already be a glyphs.db
+    with the required columns (checked before anything is written, so no other SQLite file is touched)."""
     try:
         conn = sqlite3.connect(out)
-        conn.executescript(SCHEMA)
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error as err:
         raise GlyphTrainError(f"{out}: cannot open as an SQLite database ({err}); choose another OUT.db") from None
-    for table, required in (("fonts", FONT_COLUMNS), ("glyphs", ("glyph_id", *GLYPH_COLUMNS))):
-        missing = [c for c in required if c not in _columns(conn, table)]
-        if missing:
-            conn.close()
-            raise GlyphTrainError(f"{out}: existing table {table} lacks columns {', '.join(missing)}; "
-                                  "choose another OUT.db")
+    try:
+        if tables and not {"fonts", "glyphs"} <= tables:
+            raise GlyphTrainError(f"{out}: an SQLite file without fonts/glyphs tables; choose another OUT.db")
+        for table, required in (("fonts", FONT_COLUMNS), ("glyphs", ("glyph_id", *GLYPH_COLUMNS))):
+            missing = [c for c in required if tables and c not in _columns(conn, table)]
+            if missing:
+                raise GlyphTrainError(f"{out}: existing table {table} lacks columns {', '.join(missing)}; "
+                                      "choose another OUT.db")
+        conn.executescript(SCHEMA)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

@@ -36,9 +36,8 @@ def requested_processes(explicit: int = 0) -> int | None:
     """How many processes the launch asked for: --num-processes, else what the parent `accelerate launch` was given."""
     if explicit:
         return explicit
-    for key in ("GLYPH_TRAIN_NUM_PROCESSES",):
-        if os.environ.get(key):
-            return int(os.environ[key])
+    if os.environ.get("GLYPH_TRAIN_NUM_PROCESSES"):  # set by launch/cpu_single_node.sh and the SLURM script
+        return int(os.environ["GLYPH_TRAIN_NUM_PROCESSES"])
     return _from_parent_accelerate_launch()
 
 

@@ -99,7 +99,11 @@ def save_export(out_dir: str | os.PathLike, model: torch.nn.Module, label_names:
         if out_dir.exists():
             old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(out_dir, old)
-            os.rename(tmp, out_dir)
+            try:
+                os.rename(tmp, out_dir)
+            except BaseException:
+                os.rename(old, out_dir)  # put the previous export back rather than leave none
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, out_dir)

@@ -278,3 +278,19 @@ def test_fontpkg_discovery_finds_the_installed_corpus():
     names = {path.name for path in found}
     assert {"Amiri-Regular.ttf", "Caveat[wght].ttf", "AbrilFatface-Regular.ttf"} <= names
     assert len(found) >= 50 and all(path.is_file() for path in found)
+
+
+def test_an_unrelated_sqlite_file_is_refused_and_left_untouched(tmp_path, capsys):
+    import sqlite3
+
+    from glyph_train.cli import main
+
+    other = tmp_path / "notes.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.commit()
+    conn.close()
+    before = other.read_bytes()
+    assert main(["build-db", str(other), "--fontpkg"]) == 2
+    assert "without fonts/glyphs tables" in capsys.readouterr().err
+    assert other.read_bytes() == before
