@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
+from glyph_train.atomic import replace_dir
 from glyph_train.errors import GlyphTrainError
 
 KEEP_LAST = 2
@@ -65,8 +65,7 @@ class Checkpointer:
         acc.wait_for_everyone()
         if acc.is_main_process:
             (tmp / "train_state.json").write_text(json.dumps(self.state.state_dict()))
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
+            replace_dir(tmp, final)
             for old in sorted(self.dir.glob("step_*"))[:-KEEP_LAST]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
+from glyph_train.atomic import replace_dir
 from glyph_train.errors import GlyphTrainError
 from glyph_train.model import GlyphModel
 
@@ -96,17 +96,7 @@ def save_export(out_dir: str | os.PathLike, model: torch.nn.Module, label_names:
         _write_text(tmp / CONFIG, json.dumps(export_config(model, label_names, config), indent=2,
                                              default=_json_default))
         _fsync(tmp)
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(out_dir, old)
-            try:
-                os.rename(tmp, out_dir)
-            except BaseException:
-                os.rename(old, out_dir)  # put the previous export back rather than leave none
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out_dir)
+        replace_dir(tmp, out_dir)
         _fsync(out_dir.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

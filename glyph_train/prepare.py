@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from glyph_train.atomic import replace_dir
 from glyph_train.db import GlyphFilter, GlyphMeta, Selection, add_filter_arguments, filter_from_args, iter_contours, \
     select_glyphs
 from glyph_train.errors import GlyphTrainError
@@ -172,7 +173,7 @@ def prepare(db: Path, out: Path, params: RenderParams, split: str = "font", val_
              "validation": int(counts[1][k])} for k, n in enumerate(label_names)]})
         _write_json(final / INFO_FILE, info)  # written last: its presence marks a complete cache
         del dsd  # release the staging files' memory maps before moving them
-        _swap_into_place(final, out)
+        replace_dir(final, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
@@ -214,17 +215,6 @@ def _remove_stale_stages(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
         except PermissionError:  # alive, someone else's
             pass
-
-
-def _swap_into_place(final: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(out, old)
-    os.rename(final, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_json(path: Path, obj: Any) -> None:
