@@ -46,7 +46,7 @@ if [ "$DEVICE" = cuda ]; then
 else
   export CUDA_VISIBLE_DEVICES=""  # every step on the CPU
   NGPU=0
-  say "CPU check only: $(nproc) cores"
+  say "CPU check only: $(getconf _NPROCESSORS_ONLN) cores"
 fi
 say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 

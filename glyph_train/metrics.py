@@ -110,7 +110,8 @@ _BF16_SCORE_ERROR = 3 * _BF16_UNIT_ROUNDOFF + _BF16_UNIT_ROUNDOFF**2 + 2 * 2.0**
 
 def native_bf16_matmul() -> bool:
     """Whether this CPU multiplies bf16 in hardware (otherwise torch emulates it, far slower than fp32)."""
-    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private torch API: absent -> False
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def search_method(method: str | None = None) -> str:
