@@ -12,12 +12,12 @@ The multi-node and SLURM runs must log exactly what one machine with 2 processes
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -387,8 +387,35 @@ def test_wandb_agent_runs_two_sweep_trials_with_two_processes_each(sweep_dir: Pa
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         for name, arg in trial["args"].items():
             assert config[name.replace("-", "_")] == pytest.approx(arg["value"], rel=1e-12)
-        wandb_runs = list((run_dir / "wandb").glob("offline-run-*"))
-        assert [r.name.rsplit("-", 1)[1] for r in wandb_runs] == [trial["run_id"]]  # the agent's run id
-        summary = json.loads((wandb_runs[0] / "files/wandb-summary.json").read_text())
-        assert math.isfinite(summary[metric]), sorted(summary)
-        assert summary[metric] == final_metrics(run_dir)[metric.split("/", 1)[1]]
+        wandb_runs = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(wandb_runs) == 1, wandb_runs
+        logged = list(wandb_records(wandb_runs[0]))
+        run = next(r.run for r in logged if r.WhichOneof("record_type") == "run")
+        assert (run.run_id, run.sweep_id) == (trial["run_id"], "stub-sweep")  # the agent's run, in its sweep
+        history = {item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                   for r in logged if r.WhichOneof("record_type") == "history" for item in r.history.item}
+        assert history.get(metric) == final_metrics(run_dir)[metric.split("/", 1)[1]], sorted(history)
+
+
+def wandb_records(path: Path):
+    """The records of a W&B run file (run-*.wandb): LevelDB's log format (32 KiB blocks of chunks, each with a
+    7-byte header) after a 7-byte ':W&B' file header, one protobuf Record per logical entry."""
+    from wandb.proto import wandb_internal_pb2
+
+    block, data = 32768, path.read_bytes()
+    assert data[:4] == b":W&B", path
+    pos, pending = 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        _checksum, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0:
+            break
+        pending += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST chunk: one record is complete
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record
+            pending = b""
