@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_train import common_args, env, final_metrics, records
 from tests.dbfactory import write_db
+from tests.test_train import common_args, env, final_metrics, records
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -83,10 +83,13 @@ def launch_machines(workdir: Path, out: str, launcher_args: list[list[str]],
         procs.append(subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=log[0], stderr=log[1],
                                       start_new_session=True))
         logs.append(log)
-    deadline = time.monotonic() + RUN_TIMEOUT
+    deadline, finished = time.monotonic() + RUN_TIMEOUT, False
     try:
         for proc in procs:
             proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        finished = True
+    except subprocess.TimeoutExpired:
+        pass
     finally:
         for proc in procs:
             kill_group(proc)
@@ -95,6 +98,7 @@ def launch_machines(workdir: Path, out: str, launcher_args: list[list[str]],
         stdout.seek(0), stderr.seek(0)
         results.append((proc.returncode, stdout.read(), stderr.read()))
         stdout.close(), stderr.close()
+    assert finished, f"the machines did not finish in {RUN_TIMEOUT} s: {[err[-1500:] for _, _, err in results]}"
     return results
 
 
@@ -127,11 +131,11 @@ def test_two_machines_through_multi_node_yaml(workdir: Path, reference: list[dic
 
 def test_machines_started_with_different_flags_are_refused(workdir: Path) -> None:
     results = launch_machines(workdir, "mismatch", two_machines("accelerate_configs/multi_node_cpu.yaml", free_port()),
-                              [[], ["--lr-head", "0.01"]])
+                              [["--lr-head", "0.02"], ["--lr-head", "0.01"]])
     assert all(code != 0 for code, _, _ in results)
     errors = "".join(stderr for _, _, stderr in results)
     assert ("glyph-train train: error: process 1 was started with other flags than process 0 "
-            "(lr_head = 0.01 vs 0.003)") in errors, errors[-3000:]
+            "(lr_head = 0.01 vs 0.02)") in errors, errors[-3000:]
     assert not (workdir / "mismatch" / "metrics.jsonl").exists()
 
 
