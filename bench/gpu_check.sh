@@ -37,6 +37,7 @@ OUT="$(cd "$OUT" && pwd)"
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
 say() { echo "$*" | tee -a "$SUMMARY"; }
+trap 'echo "gpu_check.sh: a step failed (line $LINENO); logs in $OUT" >&2' ERR
 
 if [ "$DEVICE" = cuda ]; then
   "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' \
