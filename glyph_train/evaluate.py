@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
     metrics["rows_skipped"] = skipped
     out = Path(args.out)
     pairs = confused_pairs(logits, labels, NUM_CONFUSED_PAIRS, equivalent_top1(logits, labels, fonts, digests))
-    confusions = write_confusions(out, pairs, labels, predictions(logits), rows, label_names, Path(args.db), int(config["img_size"]), fit)
+    confusions = write_confusions(out, pairs, labels, predictions(logits), rows, label_names, Path(args.db),
+                                  int(config["img_size"]), fit)
     out.write_text(json.dumps(metrics, indent=2, default=_json_default))
     print(f"{len(names)} glyphs, {len(unknown)} labels unknown to the model "
           f"({metrics['num_unknown_labels']} glyphs excluded from top-k); "
@@ -155,7 +156,8 @@ def write_confusions(out: Path, pairs: list[dict], labels: np.ndarray, predicted
     for p, name in zip(pairs, named):
         example = int(np.flatnonzero((labels == p["true"]) & (predicted == p["predicted"]))[0])
         other = by_font_label.get((rows[example][0].font, p["predicted"]), first_of_label.get(p["predicted"]))
-        cells.append((example, f"{name['true']} ×{p['count']}\nas {name['predicted']}"))
+        identical = f" ({p['equivalent']} same)" if p["equivalent"] else ""  # forgiven by top1_equiv
+        cells.append((example, f"{name['true']} ×{p['count']}{identical}\nas {name['predicted']}"))
         if other is not None:
             same = rows[other][0].font == rows[example][0].font
             cells.append((other, f"{name['predicted']}\n{'same font' if same else 'other font'}"))
