@@ -101,3 +101,34 @@ def test_evaluate_writes_confusions_beside_metrics(export_and_db, tmp_path):
     sheet = Image.open(tmp_path / "held_out.confusions.png")
     assert sheet.width > 6 * 32 and sheet.height > 32 * math.ceil(2 * len(pairs) / 6)
     assert db.read_bytes() == before
+
+
+def test_trainer_validation_reports_top1_equiv_from_cached_images():
+    """The trainer has no contours at validation: an identical cached image of the same font is the same outline."""
+    import torch
+    from accelerate import Accelerator
+
+    from glyph_train.evaluate import evaluate_model
+
+    class AlwaysLabelZero(torch.nn.Module):  # a fixed classifier, so the expected counts are exact
+        def forward(self, image):
+            flat = image.flatten(1)
+            logits = torch.tensor([1.0, 0.0, 0.0]).expand(len(image), 3)
+            return {"logits": logits, "embedding": flat[:, :16] + 1e-3}
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, size=(6, 32, 32), dtype=np.uint8)
+    images[1] = images[0]  # font A draws labels 0 and 1 identically
+    labels = [0, 1, 0, 1, 2, 2]
+    fonts = np.array(["A", "A", "B", "B", "A", "B"], dtype=object)
+    data = [{"image": torch.from_numpy(images[i]).float().div(255).unsqueeze(0), "label": labels[i], "index": i}
+            for i in range(6)]
+    model = AlwaysLabelZero()
+    accelerator = Accelerator(cpu=True)
+    loader = accelerator.prepare(torch.utils.data.DataLoader(data, batch_size=4))
+    metrics, _ = evaluate_model(model, loader, np.array(["latin"] * 6, dtype=object), accelerator, 0,
+                                fonts=fonts, images=images)
+    # right: rows 0 and 2; forgiven: row 1 (font A draws label 0 with the same image); not: B's label 1, the 2s
+    assert metrics["top1"] == pytest.approx(2 / 6) and metrics["top1_equiv"] == pytest.approx(3 / 6)
+    plain, _ = evaluate_model(model, loader, np.array(["latin"] * 6, dtype=object), accelerator, 0)
+    assert "top1_equiv" not in plain and plain["top1"] == metrics["top1"]
