@@ -136,7 +136,7 @@ def write_subset(src: Path, dst: Path, fonts: list[str], labels: list[str]) -> N
 
 
 def run_set(name: str, labels: list[str], src: Path, out: Path, held: dict[str, str | None],
-            recipe: list[str]) -> dict:
+            recipe: list[str], eval_limit: int | None = None) -> dict:
     work = out / name
     work.mkdir(parents=True, exist_ok=True)
     labels_file = work / "labels.txt"
@@ -152,7 +152,8 @@ def run_set(name: str, labels: list[str], src: Path, out: Path, held: dict[str, 
     train_s = time.perf_counter() - tic
     metrics_path = work / "heldout_metrics.json"
     run([sys.executable, "-m", "glyph_train.cli", "evaluate", "--checkpoint", str(run_dir / "export"),
-         "--db", str(heldout_db), "--labels", str(labels_file), "--out", str(metrics_path)])
+         "--db", str(heldout_db), "--labels", str(labels_file), "--out", str(metrics_path),
+         *(["--limit", str(eval_limit)] if eval_limit else [])])
     metrics = json.loads(metrics_path.read_text())
     return {"set": name, "labels": len(labels), "train_wall_s": round(train_s, 1), "metrics": metrics}
 
@@ -160,7 +161,8 @@ def run_set(name: str, labels: list[str], src: Path, out: Path, held: dict[str, 
 def table(result: dict) -> str:
     """Markdown: overall / latin / arabic / digit rows, then one row per held-out family."""
     m = result["metrics"]
-    lines = [f"### {result['set']} labels ({result['labels']}), training {result['train_wall_s']:.0f} s", "",
+    lines = [f"### {result['set']} labels ({result['labels']}), training {result['train_wall_s']:.0f} s "
+             f"(prepare + train + validation)", "",
              "| | " + " | ".join(REPORT_KEYS) + " | glyphs |", "|---" * (len(REPORT_KEYS) + 2) + "|"]
 
     def row(title: str, values: dict) -> str:
@@ -201,6 +203,8 @@ def main() -> None:
     parser.add_argument("--db", type=Path, help="glyphs.db with the held-out families (default: build OUT/glyphs.db)")
     parser.add_argument("--out", type=Path, default=Path("runs/unseen"))
     parser.add_argument("--sets", default="core,full", help="label sets to run: core, full or both")
+    parser.add_argument("--eval-limit", type=int, metavar="N",
+                        help="score a fixed sample of N held-out glyphs (evaluate --limit; short runs only)")
     args, extra = parser.parse_known_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"load average {os.getloadavg()}", flush=True)
@@ -216,7 +220,7 @@ def main() -> None:
     results = []
     for name in args.sets.split(","):
         labels = label_sets[name] if name == "core" else full_labels(db, held, keys)
-        results.append(run_set(name, labels, db, args.out, held, [*RECIPE, *extra]))
+        results.append(run_set(name, labels, db, args.out, held, [*RECIPE, *extra], args.eval_limit))
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
     report = "\n\n".join(table(r) for r in results)
     (args.out / "results.md").write_text(report + "\n")
