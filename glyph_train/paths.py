@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping, Union
 
 from glyph_train.errors import GlyphTrainError
 
 
-def check_outputs(outputs: Mapping[str, str | Path | None], inputs: Mapping[str, str | Path | None]) -> None:
+PathArg = Union[str, Path, None]
+
+
+def check_outputs(outputs: Mapping[str, PathArg], inputs: Mapping[str, PathArg | Iterable[PathArg]]) -> None:
     """Refuse when an output (flag -> path) is an input, holds one (an output directory), or lies inside an
-    input directory. Symlinks and hard links are seen through; None entries are ignored."""
+    input directory. An input flag may name several paths; symlinks and hard links are seen through; None
+    entries are ignored."""
+    sources = [(flag, src) for flag, value in inputs.items()
+               for src in ([value] if value is None or isinstance(value, (str, Path)) else value)]
     for out_flag, out in outputs.items():
         if out is None:
             continue
         out_real = Path(os.path.realpath(out))
-        for in_flag, src in inputs.items():
+        for in_flag, src in sources:
             if src is None:
                 continue
             in_real = Path(os.path.realpath(src))

@@ -202,3 +202,32 @@ def test_ctrl_c_during_parallel_prepare_stops_with_130_and_no_temp_dir(db, tmp_p
     time.sleep(0.2)
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".cache.")]
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------ two build-db processes
+
+
+def test_two_build_db_processes_adding_to_one_db_both_succeed(tmp_path):
+    from test_build_db import ABRIL, CAVEAT, glyphs_by_label, rows
+
+    db = tmp_path / "shared.db"
+    fonts = [str(ABRIL), str(CAVEAT)]  # 3 faces (Caveat: 2 named instances)
+    cmd = [sys.executable, "-m", "glyph_train.cli", "build-db", str(db)]
+    opts = ["--charset", "latin,digit", "--jobs", "1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen(cmd + order + opts, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for order in (fonts, fonts[::-1])]
+    results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
+    for rc, out, err in results:
+        assert rc == 0 and "Traceback" not in err, err[-2000:]
+    added = [int(out.split("added ")[1].split()[0]) for _, out, _ in results]
+    assert sum(added) == 3, [out for _, out, _ in results]  # each face added once, by one of them
+
+    reference = tmp_path / "reference.db"
+    assert main(["build-db", str(reference), *fonts, "--charset", "latin,digit", "--jobs", "1"]) == 0
+    faces = rows(db, "SELECT file_hash FROM fonts")
+    assert sorted(faces) == sorted(rows(reference, "SELECT file_hash FROM fonts")) and len(faces) == 3
+    for (f_id,) in faces:  # every face whole: the same glyphs as a single build-db wrote
+        assert glyphs_by_label(db, f_id) == glyphs_by_label(reference, f_id)
+    assert rows(db, "SELECT COUNT(*), COUNT(DISTINCT glyph_id) FROM glyphs") == \
+        rows(reference, "SELECT COUNT(*), COUNT(*) FROM glyphs")
