@@ -5,8 +5,7 @@ Real in-process training runs of a tiny timm model (test_vit at 32 px) on a tiny
 
 from __future__ import annotations
 
-import json
-import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,10 +68,16 @@ def test_a_used_run_dir_is_refused_and_overwrite_moves_the_old_run_aside(root, c
     assert sorted(p.name for p in (root / "run" / "checkpoints").glob("step_*")) == ["step_00000002"]
 
 
-def test_resume_auto_skips_a_truncated_checkpoint_and_an_explicit_one_is_one_line(root, capsys):
-    assert cli_train(root, "resumed", "--epochs", "1", "--max-steps", "6", "--save-every", "3") == 0
-    ckpts = root / "resumed" / "checkpoints"
-    newest = ckpts / "step_00000006"
+@pytest.fixture(scope="module")
+def checkpointed(root) -> Path:
+    """A finished run with checkpoints at steps 3 and 6; tests work on copies."""
+    assert cli_train(root, "checkpointed", "--epochs", "1", "--max-steps", "6", "--save-every", "3") == 0
+    return root / "checkpointed"
+
+
+def test_resume_auto_skips_a_truncated_checkpoint_and_an_explicit_one_is_one_line(checkpointed, root, capsys):
+    shutil.copytree(checkpointed, root / "resumed")
+    newest = root / "resumed" / "checkpoints" / "step_00000006"
     weights = newest / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a disk that filled up
     config = root / "resumed" / "config.yaml"
@@ -91,24 +96,20 @@ def test_resume_auto_skips_a_truncated_checkpoint_and_an_explicit_one_is_one_lin
     assert (root / "resumed" / "export" / "model.safetensors").is_file()
 
 
-def test_checkpoint_problem_finds_truncated_torch_files_and_bad_state(root):
+def test_checkpoint_problem_finds_truncated_torch_files_and_bad_state(checkpointed, tmp_path):
     from glyph_train.checkpoint import checkpoint_problem
 
-    assert cli_train(root, "probe", "--epochs", "1", "--max-steps", "2") == 0
-    good = root / "probe" / "checkpoints" / "step_00000002"
+    good = checkpointed / "checkpoints" / "step_00000006"
     assert checkpoint_problem(good) is None
     torch_files = sorted(p.name for p in good.iterdir() if p.suffix in (".bin", ".pkl"))
     assert "optimizer.bin" in torch_files
     for name in [*torch_files, "train_state.json", "model.safetensors"]:
-        bad = root / "probe" / f"bad-{name}"
-        if not bad.exists():
-            import shutil
-
-            shutil.copytree(good, bad)
+        bad = tmp_path / f"bad-{name}"
+        shutil.copytree(good, bad)
         data = (bad / name).read_bytes()
         (bad / name).write_bytes(data[: len(data) - 7] if name != "train_state.json" else b'{"epoch": ')
         assert name in checkpoint_problem(bad), name
-    assert "no such directory" in checkpoint_problem(root / "probe" / "nope")
+    assert "no such directory" in checkpoint_problem(tmp_path / "nope")
 
 
 def test_train_db_without_cache_dir_keeps_one_cache_per_setting_in_the_user_cache(root, tmp_path, monkeypatch):
@@ -138,3 +139,13 @@ def test_train_db_without_cache_dir_keeps_one_cache_per_setting_in_the_user_cach
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "glyph-train"
+
+
+def test_train_refuses_a_run_dir_holding_its_db_even_with_overwrite(root, capsys):
+    before = (root / "glyphs.db").read_bytes()
+    for extra in ([], ["--overwrite"]):
+        capsys.readouterr()
+        assert cli_train(root, ".", "--epochs", "1", "--max-steps", "1", *extra) == 2
+        assert "holds the --db input" in one_line_error(capsys)
+    assert (root / "glyphs.db").read_bytes() == before
+    assert not [p for p in root.parent.iterdir() if ".old-" in p.name]
