@@ -58,6 +58,7 @@ class TrainingData:
     label_names: list[str]
     cache_dir: Path
     render: dict  # the cache's render parameters (img_size, fit, ...)
+    val_fonts: np.ndarray | None = None  # font id per validation row (for top1_equiv)
 
 
 def contrastive_groups(split, mode: str, vocabulary: dict[str, int]) -> np.ndarray:
@@ -78,7 +79,7 @@ def load_training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainingDa
         found = [None]
         with accelerator.main_process_first():
             if accelerator.is_main_process:
-                found[0] = str(prepare(Path(cfg.db), Path(cfg.cache_dir or default_cache_dir()),
+                found[0] = str(prepare(Path(cfg.db), cache_root(cfg),
                                        RenderParams(img_size=cfg.img_size, fit=cfg.fit), cfg.split, cfg.val_frac,
                                        cfg.seed, cfg.num_proc, glyph_filter(cfg), per_fingerprint=True).path)
         cache = Path(broadcast_object_list(found)[0])  # its path names the fingerprint only rank 0 computed
@@ -95,7 +96,13 @@ def open_training_data(cfg: TrainConfig, cache: Path) -> TrainingData:
     val = GlyphImages(prepared.validation,
                       contrastive_groups(prepared.validation, cfg.contrastive_grouping, vocabulary), cfg.seed, None)
     return TrainingData(train, val, column_array(prepared.validation, "char_class").astype(object),
-                        prepared.label_names, cache, prepared.info["params"])
+                        prepared.label_names, cache, prepared.info["params"],
+                        column_array(prepared.validation, "font").astype(object))
+
+
+def cache_root(cfg: TrainConfig) -> Path:
+    """--cache-dir, else prepared/ in the user's glyph-train cache folder."""
+    return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir() / "prepared"
 
 
 def glyph_filter(cfg: TrainConfig) -> GlyphFilter:

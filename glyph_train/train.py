@@ -25,7 +25,7 @@ from glyph_train import config as config_mod
 from glyph_train.checkpoint import Checkpointer, TrainState, claim_run_dir
 from glyph_train.config import TrainConfig
 from glyph_train.data import load_training_data, make_loaders
-from glyph_train.distributed import check_world_size, make_accelerator
+from glyph_train.distributed import check_same_flags, check_world_size, make_accelerator
 from glyph_train.errors import GlyphTrainError
 from glyph_train.evaluate import evaluate_model, log_retrieval_examples
 from glyph_train.export import save_export
@@ -44,6 +44,7 @@ def train(cfg: TrainConfig) -> dict:
     accelerator = make_accelerator(cfg.mixed_precision, cfg.grad_accum, str(out_dir),
                                    log_with=None if mode == "disabled" else "wandb")
     check_world_size(accelerator, cfg.num_processes)
+    check_same_flags(accelerator, cfg.to_dict())
     check_outputs({"--out-dir": out_dir}, {"--db": cfg.db, "--data": cfg.data, "--labels": existing_file(cfg.labels)})
     claim_run_dir(accelerator, out_dir, cfg.resume, cfg.overwrite)  # before any work: never mix two runs
     accelerator.print(f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}), "
@@ -114,7 +115,8 @@ def train(cfg: TrainConfig) -> dict:
         state.epoch, state.batch_in_epoch = epoch + 1, 0
         finished = epoch + 1 == cfg.epochs or bool(cfg.max_steps and state.step >= cfg.max_steps)
         if (epoch + 1) % cfg.retrieval_every == 0 or finished:
-            metrics, examples = evaluate_model(model, val_loader, data.val_char_classes, accelerator, cfg.seed)
+            metrics, examples = evaluate_model(model, val_loader, data.val_char_classes, accelerator, cfg.seed,
+                                               fonts=data.val_fonts, images=data.validation.images)
             log.log({"epoch": epoch, "train_img_per_s": train_rate, "val": metrics}, step=state.step)
             log_retrieval_examples(log, examples, data.validation, data.label_names, state.step)
             ckpt.update_best(metrics.get(cfg.best_metric), lambda d: save_export(

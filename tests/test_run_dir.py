@@ -121,11 +121,11 @@ def test_train_db_without_cache_dir_keeps_one_cache_per_setting_in_the_user_cach
     work.mkdir()
     monkeypatch.chdir(work)
     assert cli_train(root, "cache32", "--epochs", "1", "--max-steps", "1", cache=False) == 0
-    first = sorted(user_cache.iterdir())
+    first = sorted((user_cache / "prepared").iterdir())
     assert len(first) == 1 and load_prepared(first[0]).img_size == 32
     stamp = (first[0] / "prepare.json").stat().st_mtime_ns
     assert cli_train(root, "cache16", "--epochs", "1", "--max-steps", "1", "--img-size", "16", cache=False) == 0
-    caches = sorted(user_cache.iterdir())
+    caches = sorted((user_cache / "prepared").iterdir())
     assert len(caches) == 2 and first[0] in caches  # the other setting's cache is still there, unchanged
     assert (first[0] / "prepare.json").stat().st_mtime_ns == stamp
     assert sorted(load_prepared(c).img_size for c in caches) == [16, 32]
