@@ -5,6 +5,8 @@ Each face (TTC member, variable-font named instance) is one `fonts` row; each pr
 in its cmap is one `glyphs` row per positional form. Faces already in OUT.db (by content hash and
 instance) are not read again, so re-running only adds what is new. Faces are read in worker processes;
 the main process alone writes, one transaction per face, so an interrupted run leaves whole faces only.
+Several build-db processes may add to one OUT.db at once: each face's transaction takes the write lock
+first (waiting for the others) and re-checks the face and the next glyph id under it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tqdm import tqdm
 from glyph_train.cli import positive_int
 from glyph_train.errors import GlyphTrainError
 from glyph_train.fonts import FontError, FontFace, error_line, find_font_files, list_faces, sfnt_data
+from glyph_train.paths import check_outputs
 from glyph_train.shaping import Shaper
 from glyph_train.unicode_data import CHAR_CLASSES, char_class, forms_for, is_listed, joining_group, label
 
@@ -65,6 +68,7 @@ OPTIONAL_FONT_COLUMNS = ("face_index", "instance", "source_path")
 GLYPH_COLUMNS = ("f_id", "label", "contours", "joining_group", "char_class")
 
 GlyphRow = tuple[str, str, str, str]  # label, contours, joining_group, char_class
+BUSY_TIMEOUT_S = 600  # how long a face's transaction waits for another build-db writing the same OUT.db
 
 
 @dataclass
@@ -119,6 +123,7 @@ def build_db(out: Path, inputs: Sequence[str | Path], fontpkg: bool = False,
     start = time.perf_counter()
     # before touching OUT.db: bad inputs leave no file behind
     paths = find_font_files(inputs, fontpkg) if inputs or fontpkg or not fontsource else []
+    check_outputs({"OUT.db": out}, {"font": paths})
     summary = BuildSummary()
     package_faces: list[FontFace] = []
     if fontsource:
@@ -144,9 +149,7 @@ def build_db(out: Path, inputs: Sequence[str | Path], fontpkg: bool = False,
         if package_faces:
             from glyph_train.fontsource import add_package_faces
             summary.fonts_present += add_package_faces(conn, package_faces, faces, known, warn)
-        font_sql, glyph_sql, font_columns = _insert_statements(conn)
-        # Explicit ids rather than the rowid: a DB made elsewhere may not have glyph_id as its rowid.
-        next_id = conn.execute("SELECT COALESCE(MAX(glyph_id), 0) + 1 FROM glyphs").fetchone()[0]
+        statements = _insert_statements(conn)
         labels: set[str] = set()
         results = tqdm(_extract_all(faces, char_classes, jobs), total=len(faces), unit="font",
                        desc="build-db", disable=None if progress else True)  # None: only on a terminal
@@ -155,10 +158,9 @@ def build_db(out: Path, inputs: Sequence[str | Path], fontpkg: bool = False,
                 warn(f"skipped {face.display_name}: {error}")
                 summary.fonts_skipped += 1
                 continue
-            with conn:  # one transaction per face
-                conn.execute(font_sql, _font_values(face, font_columns))
-                conn.executemany(glyph_sql, ((i, face.file_hash, *row) for i, row in enumerate(rows, next_id)))
-            next_id += len(rows)
+            if not _add_face(conn, face, rows, *statements):
+                summary.fonts_present += 1  # another build-db added it meanwhile
+                continue
             summary.fonts_added += 1
             summary.glyphs += len(rows)
             labels.update(row[0] for row in rows)
@@ -225,11 +227,33 @@ def _extract_all(faces: list[FontFace], char_classes: frozenset[str] | None, job
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _add_face(conn: sqlite3.Connection, face: FontFace, rows: list[GlyphRow], font_sql: str, glyph_sql: str,
+              font_columns: tuple[str, ...]) -> bool:
+    """Insert one face and its glyphs in one transaction; False when the face is already there. BEGIN
+    IMMEDIATE takes the write lock before anything is read, so the presence check and the next glyph id hold
+    against another process adding to the same DB."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("SELECT 1 FROM fonts WHERE file_hash = ?", (face.file_hash,)).fetchone():
+            conn.execute("ROLLBACK")
+            return False
+        # Explicit ids rather than the rowid: a DB made elsewhere may not have glyph_id as its rowid.
+        first = conn.execute("SELECT COALESCE(MAX(glyph_id), 0) + 1 FROM glyphs").fetchone()[0]
+        conn.execute(font_sql, _font_values(face, font_columns))
+        conn.executemany(glyph_sql, ((i, face.file_hash, *row) for i, row in enumerate(rows, first)))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return True
+
+
 def _open_output(out: Path) -> sqlite3.Connection:
     """Open OUT.db read-write: a new file gets the schema; an existing one must already be a glyphs.db
     with the required columns (checked before anything is written, so no other SQLite file is touched)."""
     try:
-        conn = sqlite3.connect(out)
+        # isolation_level=None: transactions are ours (_add_face), not the sqlite3 module's implicit ones.
+        conn = sqlite3.connect(out, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error as err:
         raise GlyphTrainError(f"{out}: cannot open as an SQLite database ({err}); choose another OUT.db") from None

@@ -26,6 +26,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Callable, Iterable
 
+from glyph_train import paths
 from glyph_train.errors import GlyphTrainError
 from glyph_train.fonts import FontError, FontFace, list_faces, sfnt_data
 from glyph_train.shaping import Shaper
@@ -92,11 +93,8 @@ def resolve_names(spec: str) -> tuple[list[str], set[str]]:
 
 
 def default_cache_dir() -> Path:
-    """$GLYPH_TRAIN_CACHE/fontsource, else $XDG_CACHE_HOME (~/.cache)/glyph-train/fontsource."""
-    if os.environ.get("GLYPH_TRAIN_CACHE"):
-        return Path(os.environ["GLYPH_TRAIN_CACHE"]) / "fontsource"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "glyph-train" / "fontsource"
+    """fontsource/ in the user's glyph-train cache folder (paths.default_cache_dir)."""
+    return paths.default_cache_dir() / "fontsource"
 
 
 def fetch_packages(names: Iterable[str], cache: Path, warn: Callable[[str], None],

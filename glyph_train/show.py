@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from glyph_train.cli import positive_int
 from glyph_train.db import GlyphFilter, GlyphMeta, iter_contours, parse_label_list, select_glyphs
 from glyph_train.errors import GlyphTrainError
+from glyph_train.paths import check_outputs, existing_file
 from glyph_train.prepare import RenderFailures
 from glyph_train.raster import FITS, RenderParams, render
 
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         params = RenderParams(img_size=args.img_size, fit=args.fit)
     except ValueError as e:
         raise GlyphTrainError(str(e)) from None
+    check_outputs({"--out": args.out}, {"--db": args.db, "--labels": existing_file(args.labels)})
     if args.random is not None and args.random < 1:
         raise GlyphTrainError(f"--random must be at least 1, got {args.random}")
     classes = tuple(s.strip() for s in args.char_classes.split(",") if s.strip()) if args.char_classes else None

@@ -22,7 +22,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from glyph_train import config as config_mod
-from glyph_train.checkpoint import Checkpointer, TrainState
+from glyph_train.checkpoint import Checkpointer, TrainState, claim_run_dir
 from glyph_train.config import TrainConfig
 from glyph_train.data import load_training_data, make_loaders
 from glyph_train.distributed import check_same_flags, check_world_size, make_accelerator
@@ -31,6 +31,7 @@ from glyph_train.evaluate import evaluate_model, log_retrieval_examples
 from glyph_train.export import save_export
 from glyph_train.losses import distributed_supcon_loss
 from glyph_train.model import GlyphModel, param_groups
+from glyph_train.paths import check_outputs, existing_file
 from glyph_train.schedule import make_scheduler
 from glyph_train.tracking import MetricsLog, start_tracking, wandb_mode
 
@@ -44,15 +45,14 @@ def train(cfg: TrainConfig) -> dict:
                                    log_with=None if mode == "disabled" else "wandb")
     check_world_size(accelerator, cfg.num_processes)
     check_same_flags(accelerator, cfg.to_dict())
+    check_outputs({"--out-dir": out_dir}, {"--db": cfg.db, "--data": cfg.data, "--labels": existing_file(cfg.labels)})
+    claim_run_dir(accelerator, out_dir, cfg.resume, cfg.overwrite)  # before any work: never mix two runs
     accelerator.print(f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}), "
                       f"device {accelerator.device}, {torch.get_num_threads()} threads/process")
     set_seed(cfg.seed)
 
     data = load_training_data(cfg, accelerator)
     cfg.img_size, cfg.fit = data.render["img_size"], data.render["fit"]  # with --data the cache decides
-    if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(out_dir / "config.yaml")
     train_loader, val_loader, balanced_sampler = make_loaders(cfg, data)
     model = GlyphModel(cfg.model, num_classes=len(data.label_names), embedding_dim=cfg.embedding_dim,
                        img_size=cfg.img_size, arcface_margin=cfg.arcface_margin, arcface_scale=cfg.arcface_scale,
@@ -68,6 +68,9 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.resume:
         ckpt.load(cfg.resume)
         accelerator.print(f"resumed at epoch {state.epoch}, step {state.step}, batch {state.batch_in_epoch}")
+    if accelerator.is_main_process:  # only now: a failed --resume leaves the run's config.yaml as it was
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(out_dir / "config.yaml")
     start_tracking(accelerator, cfg.wandb_project, cfg.run_name or out_dir.name, out_dir, cfg.to_dict(), mode)
     log = MetricsLog(accelerator, out_dir / "metrics.jsonl")
     metrics: dict = {}
