@@ -28,6 +28,7 @@ from tqdm import tqdm
 from glyph_train.cli import positive_int
 from glyph_train.errors import GlyphTrainError
 from glyph_train.fonts import FontError, FontFace, error_line, find_font_files, list_faces, sfnt_data
+from glyph_train.outputs import check_output_file
 from glyph_train.shaping import Shaper
 from glyph_train.unicode_data import CHAR_CLASSES, char_class, forms_for, is_listed, joining_group, label
 
@@ -211,7 +212,9 @@ def _extract_all(faces: list[FontFace], char_classes: frozenset[str] | None, job
 
 def _open_output(out: Path) -> sqlite3.Connection:
     """Open OUT.db read-write: a new file gets the schema; an existing one must already be a glyphs.db
-    with the required columns (checked before anything is written, so no other SQLite file is touched)."""
+    with the required columns (checked before anything is written, so no other SQLite file is touched).
+    Its folder must be writable too: SQLite writes its journal beside the DB."""
+    check_output_file(out, "OUT.db")
     try:
         conn = sqlite3.connect(out)
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
