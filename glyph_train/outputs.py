@@ -69,8 +69,7 @@ def check_output_file(path: str | os.PathLike, flag: str | None = None) -> Path:
 def check_free_space(path: str | os.PathLike, need: int, what: str, advice: str) -> None:
     """Refuse to start writing `need` bytes at `path` when its filesystem has less free space."""
     path = Path(path)
-    folder = path if path.is_dir() else _existing_ancestor(path, None)
-    free = shutil.disk_usage(folder).free
+    free = shutil.disk_usage(_nearest_folder(path)).free
     if need > free:
         raise GlyphTrainError(f"{path}: {what} needs about {format_bytes(need)} but only {format_bytes(free)} "
                               f"is free on that filesystem; {advice}")
@@ -100,7 +99,7 @@ def write_error_line(err: BaseException) -> str | None:
         if not full:
             return None
         code, filename = errno.ENOSPC, str(full[0])
-    path, flag = _output_for(filename)
+    path, flag = _output_for(filename, code)
     if path is None:
         return None  # an errno, but no idea which file: keep the traceback
     choose = _choose(flag)
@@ -154,14 +153,18 @@ def _errno_and_filename(err: BaseException) -> tuple[int | None, str | None]:
     return None, None
 
 
-def _output_for(filename: str | None) -> tuple[str | None, str | None]:
+def _output_for(filename: str | None, code: int) -> tuple[str | None, str | None]:
     """The declared output a failing file belongs to (itself, a file inside it, or a temp sibling such as
-    `.NAME.tmp-123/...` or SQLite's `NAME-journal`), else the file itself; with no file name, the only
-    declared output."""
+    `.NAME.tmp-123/...` or SQLite's `NAME-journal`), else the file itself. With no file name: the only
+    declared output, else the one on the fullest (ENOSPC) or a read-only (EROFS) filesystem."""
     if filename is None:
-        if len(_declared) == 1:
-            (path, flag), = _declared.items()
-            return str(path), flag
+        candidates = list(_declared)
+        if len(candidates) > 1 and code in (errno.ENOSPC, errno.EDQUOT):
+            candidates = sorted(candidates, key=lambda p: _free(p) or 0)[:1]
+        elif len(candidates) > 1 and code == errno.EROFS:
+            candidates = [p for p in candidates if _unwritable_reason(_nearest_folder(p)) == "read-only filesystem"]
+        if len(candidates) == 1:
+            return str(candidates[0]), _declared[candidates[0]]
         return None, None
     failed = Path(os.path.abspath(filename))
     for path, flag in _declared.items():
@@ -204,10 +207,13 @@ def _unwritable_reason(path: Path) -> str:
     return "no write permission"
 
 
+def _nearest_folder(path: Path) -> Path:
+    return path if path.is_dir() else _existing_ancestor(path, None)
+
+
 def _free(path: str | os.PathLike) -> int | None:
     try:
-        path = Path(path)
-        return shutil.disk_usage(path if path.is_dir() else _existing_ancestor(path, None)).free
+        return shutil.disk_usage(_nearest_folder(Path(path))).free
     except (OSError, GlyphTrainError):
         return None
 

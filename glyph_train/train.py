@@ -39,8 +39,9 @@ from glyph_train.tracking import MetricsLog, start_tracking, wandb_mode
 def train(cfg: TrainConfig) -> dict:
     if cfg.suppress_warnings:
         warnings.filterwarnings("ignore")
-    check_model_name(cfg.model)  # refused before anything is rendered
-    out_dir = check_output_dir(cfg.out_dir, "--out-dir")
+    out_dir = Path(cfg.out_dir)
+    check_model_name(cfg.model)  # both refused before anything is rendered
+    check_output_dir(out_dir, "--out-dir")
     mode = wandb_mode(cfg.wandb_mode)
     accelerator = make_accelerator(cfg.mixed_precision, cfg.grad_accum, str(out_dir),
                                    log_with=None if mode == "disabled" else "wandb")

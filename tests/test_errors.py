@@ -149,6 +149,21 @@ def test_disk_full_without_a_file_name_names_the_output(tmp_path):
     assert outputs.write_error_line(ValueError("a bug")) is None
 
 
+def test_disk_full_without_a_file_name_names_the_output_on_the_full_disk(tmp_path, tmpfs):
+    """`train --db` writes a run directory and a cache: the full one is named."""
+    from glyph_train import outputs
+
+    outputs.reset()
+    outputs.check_output_dir(tmp_path / "run", "--out-dir")
+    cache = outputs.check_output_dir(tmpfs("disk", "64k") / "cache")
+    (cache.parent / "filler").write_bytes(b"x" * 60_000)
+    with pytest.raises(OSError) as caught:
+        with open("/dev/full", "wb") as f:
+            f.write(b"x" * 65536)
+    assert outputs.write_error_line(caught.value).startswith(f"{cache}: no space left on the device (now ")
+    outputs.reset()
+
+
 def test_torch_save_on_a_full_disk_is_named(tmpfs):
     """torch.save says only "unexpected pos ..." on a full disk: the nearly full output names the cause."""
     import torch
