@@ -31,6 +31,7 @@ from glyph_train.cli import positive_int
 from glyph_train.errors import GlyphTrainError
 from glyph_train.fonts import FontError, FontFace, error_line, find_font_files, list_faces, sfnt_data
 from glyph_train.paths import check_outputs
+from glyph_train.outputs import check_output_file
 from glyph_train.shaping import Shaper
 from glyph_train.unicode_data import CHAR_CLASSES, char_class, forms_for, is_listed, joining_group, label
 
@@ -250,7 +251,9 @@ def _add_face(conn: sqlite3.Connection, face: FontFace, rows: list[GlyphRow], fo
 
 def _open_output(out: Path) -> sqlite3.Connection:
     """Open OUT.db read-write: a new file gets the schema; an existing one must already be a glyphs.db
-    with the required columns (checked before anything is written, so no other SQLite file is touched)."""
+    with the required columns (checked before anything is written, so no other SQLite file is touched).
+    Its folder must be writable too: SQLite writes its journal beside the DB."""
+    check_output_file(out, "OUT.db")
     try:
         # isolation_level=None: transactions are ours (_add_face), not the sqlite3 module's implicit ones.
         conn = sqlite3.connect(out, timeout=BUSY_TIMEOUT_S, isolation_level=None)

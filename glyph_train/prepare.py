@@ -39,6 +39,7 @@ from glyph_train.db import GlyphFilter, GlyphMeta, Selection, add_filter_argumen
     select_glyphs
 from glyph_train.errors import GlyphTrainError
 from glyph_train.paths import check_outputs, existing_file
+from glyph_train.outputs import check_free_space, check_output_dir, declare
 from glyph_train.raster import FITS, RENDERER_VERSION, EmBox, RenderParams, render
 from glyph_train.splits import SPLIT_VERSION, SPLITS, SplitResult, split_glyphs
 
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise GlyphTrainError(str(e)) from None
     check_outputs({"--out": args.out}, {"--db": args.db, "--labels": existing_file(args.labels)})
+    declare(args.out, "--out")
     prepare(args.db, args.out, params, args.split, args.val_frac, args.seed, args.num_proc, filter_from_args(args))
     return 0
 
@@ -135,7 +137,7 @@ def prepare(db: Path, out: Path, params: RenderParams, split: str = "font", val_
     `per_fingerprint`, `out` is a folder of caches and this one is `out/<fingerprint[:16]>`, so caches made
     with other settings are neither rebuilt nor replaced."""
     t0 = time.perf_counter()
-    db, out = Path(db), Path(out)
+    db, out = Path(db), check_output_dir(out, writable=False)  # a read-only cache can still be reused
     check_outputs({"cache": out}, {"--db": db})
     sel = select_glyphs(db, flt, hash_content=True)
     print(f"prepare: {sel.stats.summary()}")
@@ -151,6 +153,11 @@ def prepare(db: Path, out: Path, params: RenderParams, split: str = "font", val_
               f"{len(data.validation):,} validation, {len(data.label_names):,} labels")
         return data
     _check_replaceable(out)
+    check_output_dir(out)
+    # Every image is written twice before the staging copy goes: the render's Arrow file, then the saved cache.
+    check_free_space(out, 2 * len(sel.glyphs) * params.img_size ** 2,
+                     f"rendering {len(sel.glyphs):,} glyphs at {params.img_size}x{params.img_size} px",
+                     "lower --img-size, select fewer glyphs, or choose a folder on a bigger disk")
 
     parts = split_glyphs(sel.glyphs, split, val_frac, seed)
     print(f"prepare: {parts.summary()}")

@@ -30,8 +30,9 @@ from glyph_train.errors import GlyphTrainError
 from glyph_train.evaluate import evaluate_model, log_retrieval_examples
 from glyph_train.export import save_export
 from glyph_train.losses import distributed_supcon_loss
-from glyph_train.model import GlyphModel, param_groups
 from glyph_train.paths import check_outputs, existing_file
+from glyph_train.model import GlyphModel, check_model_name, param_groups
+from glyph_train.outputs import check_output_dir
 from glyph_train.schedule import make_scheduler
 from glyph_train.tracking import MetricsLog, start_tracking, wandb_mode
 
@@ -40,6 +41,8 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.suppress_warnings:
         warnings.filterwarnings("ignore")
     out_dir = Path(cfg.out_dir)
+    check_model_name(cfg.model)  # both refused before anything is rendered
+    check_output_dir(out_dir, "--out-dir")
     mode = wandb_mode(cfg.wandb_mode)
     accelerator = make_accelerator(cfg.mixed_precision, cfg.grad_accum, str(out_dir),
                                    log_with=None if mode == "disabled" else "wandb")
