@@ -168,8 +168,9 @@ def big_db(path: Path, source: Path, copies: int) -> Path:
     shutil.copy(source, path)
     with sqlite3.connect(path) as conn:
         rows = conn.execute("SELECT f_id, label, contours, joining_group, char_class FROM glyphs").fetchall()
-        conn.executemany("INSERT INTO glyphs (f_id, label, contours, joining_group, char_class) VALUES (?,?,?,?,?)",
-                         rows * (copies - 1))
+        first = conn.execute("SELECT MAX(glyph_id) + 1 FROM glyphs").fetchone()[0]  # the users' schema: no rowid alias
+        conn.executemany("INSERT INTO glyphs (glyph_id, f_id, label, contours, joining_group, char_class) "
+                         "VALUES (?,?,?,?,?,?)", ((first + i, *row) for i, row in enumerate(rows * (copies - 1))))
     return path
 
 
