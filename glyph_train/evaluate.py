@@ -8,6 +8,7 @@ give every process an equal share of the last batch.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
+from glyph_train.calibration import fit_temperature
 from glyph_train.errors import GlyphTrainError
 from glyph_train.metrics import evaluate_embeddings, nearest_neighbours
 
@@ -44,6 +46,7 @@ def evaluate_model(model: torch.nn.Module, loader, char_classes: np.ndarray, acc
     if accelerator.is_main_process:
         metrics = evaluate_embeddings(out["logits"], out["embedding"], out["label"], char_classes[out["index"]],
                                       seed=seed)
+        metrics["temperature"] = fit_temperature(out["logits"], out["label"])  # stored in the export
         result = [metrics, example_queries(out, seed)]
     broadcast_object_list(result)  # every process needs the metric that picks the best checkpoint
     model.train()
@@ -113,38 +116,33 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-@torch.no_grad()
 def embed_selection(model: torch.nn.Module, db: Path, flt, img_size: int, fit: str, batch_size: int):
     """Render and embed the selected glyphs batch by batch (never all images in memory); rows whose
     outline fails to render are skipped and counted."""
     from glyph_train.db import iter_contours, select_glyphs
-    from glyph_train.raster import RenderParams, render
+    from glyph_train.pipeline import RenderReport, model_outputs, render_rows
+    from glyph_train.raster import RenderParams
 
     selection = select_glyphs(db, flt)
     params = RenderParams(img_size=img_size, fit=fit)
-    logits, embeddings, names, classes, images, bad = [], [], [], [], [], 0
-
-    def flush() -> None:
-        out = model(torch.from_numpy(np.stack(images)).unsqueeze(1).float().div_(255.0))
-        logits.append(out["logits"].float().numpy())
-        embeddings.append(out["embedding"].float().numpy())
-        images.clear()
-
-    for meta, (_, contours) in zip(selection.glyphs, iter_contours(db, [m.glyph_id for m in selection.glyphs])):
-        try:
-            images.append(render(contours, params, meta.em))
-        except ValueError:
-            bad += 1
+    by_id = {m.glyph_id: m for m in selection.glyphs}
+    contours = iter_contours(db, list(by_id))
+    logits, embeddings, names, classes, report = [], [], [], [], RenderReport()
+    for _ in range(0, len(by_id), batch_size):
+        chunk = [(gid, text, by_id[gid].em) for gid, text in itertools.islice(contours, batch_size)]
+        done = render_rows(chunk, params, skip_blank=False)
+        report.merge(done.report)
+        if not done.keys:
             continue
-        names.append(meta.label)
-        classes.append(meta.char_class)
-        if len(images) == batch_size:
-            flush()
-    if images:
-        flush()
+        lg, emb = model_outputs(model, done.images, batch_size)
+        logits.append(lg)
+        embeddings.append(emb)
+        names += [by_id[gid].label for gid in done.keys]
+        classes += [by_id[gid].char_class for gid in done.keys]
     if not names:
-        raise GlyphTrainError(f"{db}: no glyph could be rendered with these filters; nothing to evaluate")
-    skipped = {**selection.skipped, "unrenderable": bad}
+        raise GlyphTrainError(f"{db}: no glyph could be rendered with these filters; nothing to evaluate"
+                              + (f" (first failure: glyph_id {report.first_error})" if report.first_error else ""))
+    skipped = {**selection.skipped, "unrenderable": report.failed}
     return np.concatenate(logits), np.concatenate(embeddings), names, np.asarray(classes, dtype=object), skipped
 
 

@@ -36,7 +36,8 @@ from glyph_train.atomic import replace_dir
 from glyph_train.db import GlyphFilter, GlyphMeta, Selection, add_filter_arguments, filter_from_args, iter_contours, \
     select_glyphs
 from glyph_train.errors import GlyphTrainError
-from glyph_train.raster import FITS, RENDERER_VERSION, EmBox, RenderParams, render
+from glyph_train.pipeline import render_rows
+from glyph_train.raster import FITS, RENDERER_VERSION, EmBox, RenderParams
 from glyph_train.splits import SPLIT_VERSION, SPLITS, SplitResult, split_glyphs
 
 CACHE_FORMAT = 1  # bump when the on-disk layout or column meaning changes
@@ -243,25 +244,12 @@ _META = ("label", "label_name", "glyph_id", "font", "family", "style", "char_cla
 def _render_shard(task: tuple[str, dict, list[tuple]]) -> tuple[np.ndarray, dict[str, list], dict[str, int]]:
     """Worker: own read-only connection, contours fetched in chunks; returns an image block + metadata columns."""
     db, params, rows = task
-    rp = RenderParams(**params)
-    images = np.empty((len(rows), rp.img_size, rp.img_size), dtype=np.uint8)
-    cols: dict[str, list] = {c: [] for c in _META}
-    skips = {"render_failed": 0, "blank": 0}
-    k = 0
-    for row, (gid, text) in zip(rows, iter_contours(db, [r[0] for r in rows])):
-        try:
-            img = render(text, rp, EmBox(*row[8]))
-        except ValueError:  # well-formed JSON, bad structure: only the renderer's parser can tell
-            skips["render_failed"] += 1
-            continue
-        if not img.any():
-            skips["blank"] += 1  # e.g. a lone point: nothing for the model to see
-            continue
-        images[k] = img
-        k += 1
-        for c, v in zip(_META, (row[1], row[2], row[0], row[3], row[4], row[5], row[6], row[7])):
-            cols[c].append(v)
-    return images[:k], cols, skips
+    by_id = {row[0]: row for row in rows}
+    done = render_rows(((gid, text, EmBox(*by_id[gid][8])) for gid, text in iter_contours(db, list(by_id))),
+                       RenderParams(**params))
+    kept = [by_id[gid] for gid in done.keys]
+    cols = {c: [row[k] for row in kept] for c, k in zip(_META, (1, 2, 0, 3, 4, 5, 6, 7))}
+    return done.images, cols, {"render_failed": done.report.failed, "blank": done.report.blank}
 
 
 def _arrow_table(images: np.ndarray, cols: dict[str, list], features):

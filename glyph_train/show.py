@@ -21,7 +21,8 @@ from PIL import Image, ImageDraw, ImageFont
 from glyph_train.cli import positive_int
 from glyph_train.db import GlyphFilter, GlyphMeta, iter_contours, parse_label_list, select_glyphs
 from glyph_train.errors import GlyphTrainError
-from glyph_train.raster import FITS, RenderParams, render
+from glyph_train.pipeline import render_rows
+from glyph_train.raster import FITS, RenderParams
 
 CAPTION_SIZE = 11
 LINE_HEIGHT = 13
@@ -72,19 +73,15 @@ def run(args: argparse.Namespace) -> int:
     total = len(glyphs)
     glyphs = glyphs[: args.max_glyphs]
 
-    images, captions, failed = [], [], 0
     by_id = {g.glyph_id: g for g in glyphs}
-    for gid, text in iter_contours(args.db, [g.glyph_id for g in glyphs]):
-        g = by_id[gid]
-        try:
-            images.append(render(text, params, g.em))
-        except ValueError:
-            failed += 1
-            continue
-        captions.append(glyph_caption(g))
-    if not images:
-        raise GlyphTrainError(f"{args.db}: none of the {len(glyphs)} selected glyphs could be rendered")
-    sheet = contact_sheet(images, captions, cols=args.cols or None)
+    done = render_rows(((gid, text, by_id[gid].em) for gid, text in iter_contours(args.db, list(by_id))), params,
+                       skip_blank=False)
+    failed = done.report.failed
+    if not done.keys:
+        raise GlyphTrainError(f"{args.db}: none of the {len(glyphs)} selected glyphs could be rendered "
+                              f"(first: glyph_id {done.report.first_error})")
+    images = list(done.images)
+    sheet = contact_sheet(images, [glyph_caption(by_id[gid]) for gid in done.keys], cols=args.cols or None)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out)
     note = f" (first {len(glyphs)} of {total})" if total > len(glyphs) else ""
