@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -66,6 +65,3 @@ class Predictor:
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return [[(self.label_names[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
 
-
-def label_index(names: Sequence[str]) -> dict[str, int]:
-    return {name: i for i, name in enumerate(names)}
