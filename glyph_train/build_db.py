@@ -91,11 +91,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "fonts already in OUT.db are not read again whatever the charset")
     parser.add_argument("--jobs", type=positive_int, default=default_jobs(), metavar="N",
                         help="worker processes reading fonts (default: CPUs available, %(default)s)")
+    parser.add_argument("--fontsource", metavar="NAMES|arabic|default",
+                        help="add Google Fonts families from npm's @fontsource/* packages (fetched with npm pack "
+                             "into $GLYPH_TRAIN_CACHE/fontsource or ~/.cache/glyph-train/fontsource): package or "
+                             "family names and the sets arabic (every Arabic-script family) and default "
+                             "(180+ Latin families), comma-separated; a family already in OUT.db is not added again")
 
 
 def run(args: argparse.Namespace) -> int:
     summary = build_db(args.out, args.inputs, fontpkg=args.fontpkg, char_classes=args.charset, jobs=args.jobs,
-                       progress=True)
+                       progress=True, fontsource=args.fontsource)
     print(f"{args.out}: added {summary.fonts_added} fonts ({summary.fonts_present} already present, "
           f"{summary.fonts_skipped} skipped), {summary.glyphs} glyphs, {summary.labels} labels "
           f"in {summary.seconds:.1f} s ({summary.fonts_per_s:.1f} fonts/s)")
@@ -106,14 +111,20 @@ def run(args: argparse.Namespace) -> int:
 
 def build_db(out: Path, inputs: Sequence[str | Path], fontpkg: bool = False,
              char_classes: frozenset[str] | None = None, jobs: int = 1, progress: bool = False,
-             warn: Callable[[str], None] | None = None) -> BuildSummary:
-    """Add every face of the input fonts not yet in `out`; `warn` gets one line per skipped font."""
+             warn: Callable[[str], None] | None = None, fontsource: str | None = None) -> BuildSummary:
+    """Add every face of the input fonts not yet in `out`; `warn` gets one line per skipped font.
+    `fontsource`: @fontsource package names / sets (glyph_train/fontsource.py) to add as well."""
     # tqdm.write keeps a skip line from tearing the progress bar.
     warn = warn or (lambda line: tqdm.write(f"glyph-train build-db: {line}", file=sys.stderr))
     start = time.perf_counter()
-    paths = find_font_files(inputs, fontpkg)  # before touching OUT.db: bad inputs leave no file behind
-    conn = _open_output(out)
+    # before touching OUT.db: bad inputs leave no file behind
+    paths = find_font_files(inputs, fontpkg) if inputs or fontpkg or not fontsource else []
     summary = BuildSummary()
+    package_faces: list[FontFace] = []
+    if fontsource:
+        from glyph_train.fontsource import fontsource_faces
+        package_faces, summary.fonts_skipped = fontsource_faces(fontsource, warn)
+    conn = _open_output(out)
     try:
         known = {row[0] for row in conn.execute("SELECT file_hash FROM fonts")}
         faces: list[FontFace] = []
@@ -130,6 +141,9 @@ def build_db(out: Path, inputs: Sequence[str | Path], fontpkg: bool = False,
                 else:
                     known.add(face.file_hash)
                     faces.append(face)
+        if package_faces:
+            from glyph_train.fontsource import add_package_faces
+            summary.fonts_present += add_package_faces(conn, package_faces, faces, known, warn)
         font_sql, glyph_sql, font_columns = _insert_statements(conn)
         # Explicit ids rather than the rowid: a DB made elsewhere may not have glyph_id as its rowid.
         next_id = conn.execute("SELECT COALESCE(MAX(glyph_id), 0) + 1 FROM glyphs").fetchone()[0]
@@ -179,7 +193,9 @@ def extract_face(face: FontFace, char_classes: frozenset[str] | None = None
                  ) -> tuple[FontFace, list[GlyphRow] | None, str | None]:
     """Worker entry point: the face's glyph rows, or None and a one-line reason."""
     try:
-        rows = font_glyph_rows(Shaper(_sfnt(face.path), face.face_index, dict(face.coords)), char_classes)
+        make_shaper = getattr(face, "shaper", None)  # a face of several files (fontsource) brings its own
+        shaper = make_shaper() if make_shaper else Shaper(_sfnt(face.path), face.face_index, dict(face.coords))
+        rows = font_glyph_rows(shaper, char_classes)
     except Exception as err:  # a font that breaks shaping/drawing is skipped, never the whole build
         return face, None, f"cannot shape or draw ({type(err).__name__}: {error_line(err)})"
     if not rows:  # not added: a font row without glyphs would only stop a later run from adding them

@@ -57,6 +57,7 @@ class TrainingData:
     label_names: list[str]
     cache_dir: Path
     render: dict  # the cache's render parameters (img_size, fit, ...)
+    val_fonts: np.ndarray | None = None  # font id per validation row (for top1_equiv)
 
 
 def contrastive_groups(split, mode: str, vocabulary: dict[str, int]) -> np.ndarray:
@@ -91,7 +92,8 @@ def open_training_data(cfg: TrainConfig, cache: Path) -> TrainingData:
     val = GlyphImages(prepared.validation,
                       contrastive_groups(prepared.validation, cfg.contrastive_grouping, vocabulary), cfg.seed, None)
     return TrainingData(train, val, column_array(prepared.validation, "char_class").astype(object),
-                        prepared.label_names, cache, prepared.info["params"])
+                        prepared.label_names, cache, prepared.info["params"],
+                        column_array(prepared.validation, "font").astype(object))
 
 
 def glyph_filter(cfg: TrainConfig) -> GlyphFilter:

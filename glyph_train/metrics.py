@@ -83,6 +83,58 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
+# ------------------------------------------------------------------------------------ ambiguity-aware top-1
+# Some labels are drawn identically (Latin A / Cyrillic А / Greek Α; l / I in many sans; an Arabic fina equal
+# to its isol in some fonts): no model can tell them apart from the outline. top1_equiv also counts a
+# prediction that the same font draws with the very same outline as the true glyph.
+
+
+def predictions(logits: np.ndarray) -> np.ndarray:
+    """The arg-max class of each row (first of tied maxima)."""
+    return np.asarray(logits).argmax(axis=1)
+
+
+def equivalent_top1(logits: np.ndarray, labels: np.ndarray, fonts: np.ndarray | list,
+                    outline_hashes: np.ndarray | list) -> np.ndarray:
+    """Per-item flags: top-1 right, or the predicted label is drawn by the item's font (among the items
+    given) with an outline whose hash equals the item's. Items whose label is not one of the model's
+    classes are False (as for top1). Any hashable font ids and outline hashes (e.g. contours text digests,
+    or rendered-image digests where only images are at hand)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    logits = np.asarray(logits)
+    known, top = _classification_per_item(logits, labels)
+    if len(fonts) != len(labels) or len(outline_hashes) != len(labels):
+        raise ValueError(f"{len(labels)} labels, {len(fonts)} fonts, {len(outline_hashes)} outline hashes")
+    drawn: dict[tuple, set] = {}
+    for font, label, digest in zip(fonts, labels.tolist(), outline_hashes):
+        drawn.setdefault((font, label), set()).add(digest)
+    pred = predictions(logits).tolist()
+    flags = top[1].copy()
+    for i in np.flatnonzero(known & ~top[1]).tolist():
+        flags[i] = outline_hashes[i] in drawn.get((fonts[i], pred[i]), ())
+    return flags
+
+
+def confused_pairs(logits: np.ndarray, labels: np.ndarray, top: int = 30,
+                   equivalent: np.ndarray | None = None) -> list[dict]:
+    """The `top` most frequent (true label, predicted label) errors among known labels, most frequent first
+    (ties by label ids): {"true", "predicted", "count", "equivalent"} with class ids; `equivalent` counts
+    those errors that top1_equiv forgives (given its per-item flags), else it is None."""
+    labels = np.asarray(labels, dtype=np.int64)
+    logits = np.asarray(logits)
+    known = (labels >= 0) & (labels < logits.shape[1])
+    pred = predictions(logits)
+    wrong = known & (pred != labels)
+    pairs, inverse, counts = np.unique(np.stack([labels[wrong], pred[wrong]], axis=1), axis=0,
+                                       return_inverse=True, return_counts=True)
+    forgiven = None
+    if equivalent is not None:
+        forgiven = np.bincount(inverse.ravel(), weights=np.asarray(equivalent)[wrong], minlength=len(pairs))
+    order = sorted(range(len(pairs)), key=lambda j: (-counts[j], *pairs[j]))[:top]
+    return [{"true": int(pairs[j][0]), "predicted": int(pairs[j][1]), "count": int(counts[j]),
+             "equivalent": None if forgiven is None else int(forgiven[j])} for j in order]
+
+
 # --------------------------------------------------------------------------------------------------- retrieval
 
 
@@ -262,8 +314,14 @@ def evaluate_embeddings(
     k: int = 10,
     seed: int = 0,
     num_pairs: int = 100_000,
+    fonts: np.ndarray | list | None = None,
+    outline_hashes: np.ndarray | list | None = None,
+    families: np.ndarray | list | None = None,
 ) -> dict:
     """All evaluation metrics, overall and per char_class (queries of that class against the whole gallery).
+
+    With `fonts` and `outline_hashes` (per item) also top1_equiv (see `equivalent_top1`); with `families`
+    also by_family {family: same keys}.
 
     Keys: top1, top5, hit_at_1, hit_at_5, hit_at_10 (hit_at_k), precision_at_1, map_at_r, effect_size,
     num_queries (retrieval queries scored), num_unknown_labels (excluded from top-k), num_without_positive
@@ -275,10 +333,15 @@ def evaluate_embeddings(
         raise ValueError(f"{len(embeddings)} embeddings, {len(labels)} labels, {len(char_classes)} char classes")
     x = normalise(embeddings)
     known, top = _classification_per_item(logits, labels)
+    equiv = None
+    if logits is not None and fonts is not None and outline_hashes is not None:
+        equiv = equivalent_top1(logits, labels, fonts, outline_hashes)
     is_query, values = _retrieval_per_query(x, labels, k)
 
     def summary(mask: np.ndarray, anchors: np.ndarray | None) -> dict:
         out = {"top1": _mean(top[1], known & mask), "top5": _mean(top[5], known & mask)}
+        if equiv is not None:
+            out["top1_equiv"] = _mean(equiv, known & mask)
         out.update({name: _mean(v, is_query & mask) for name, v in values.items()})
         out["effect_size"] = effect_size(x, labels, num_pairs=num_pairs, seed=seed, anchors=anchors)
         out["num_queries"] = int((is_query & mask).sum())
@@ -290,4 +353,9 @@ def evaluate_embeddings(
     result["by_char_class"] = {
         cc: summary(char_classes == cc, np.flatnonzero(char_classes == cc)) for cc in sorted(set(char_classes))
     }
+    if families is not None:
+        families = np.asarray(families, dtype=object).astype(str)
+        result["by_family"] = {
+            f: summary(families == f, np.flatnonzero(families == f)) for f in sorted(set(families))
+        }
     return result

@@ -112,7 +112,8 @@ def train(cfg: TrainConfig) -> dict:
         state.epoch, state.batch_in_epoch = epoch + 1, 0
         finished = epoch + 1 == cfg.epochs or bool(cfg.max_steps and state.step >= cfg.max_steps)
         if (epoch + 1) % cfg.retrieval_every == 0 or finished:
-            metrics, examples = evaluate_model(model, val_loader, data.val_char_classes, accelerator, cfg.seed)
+            metrics, examples = evaluate_model(model, val_loader, data.val_char_classes, accelerator, cfg.seed,
+                                               fonts=data.val_fonts, images=data.validation.images)
             log.log({"epoch": epoch, "train_img_per_s": train_rate, "val": metrics}, step=state.step)
             log_retrieval_examples(log, examples, data.validation, data.label_names, state.step)
             ckpt.update_best(metrics.get(cfg.best_metric), lambda d: save_export(
