@@ -1,11 +1,12 @@
-"""Embed throughput of an export: its forward pass over a stream of batches, host -> device included.
+"""`glyph-train embed` throughput on this CPU, next to its two parts measured alone in the same run.
 
-A stream of `--batches` batches of 1-channel images at the export's size (random pixels: the cost does not
-depend on them) is pinned on the host, copied to the device non-blocking and run through the exported
-GlyphModel in inference mode, under bf16 autocast with --precision bf16. Images per second after --warmup
-batches, median of --repeats passes. Used by bench/gpu_check.sh.
+An export of the default architecture (levit_128s, 128 px, em fit; random weights: speed does not depend on
+them) embeds font files through the real command path (`inference.embed.embed`: draw every glyph with
+HarfBuzz, dedupe, render, forward, index, write). Baselines in the same run, on the same glyphs: drawing +
+rendering alone, and the model's forward pass alone on those images at the same batch size. Runs alternate
+(embed, parts, embed, parts, ...); medians.
 
-    python bench/bench_embed.py EXPORT_DIR [--device cuda] [--batch-size 256] [--batches 20] [--precision bf16]
+    python bench/bench_embed.py [FONT ...] [--img-size 128] [--model levit_128s] [--repeats 3] [--threads 2]
 """
 
 from __future__ import annotations
@@ -13,54 +14,87 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
-from glyph_train.export import load_export
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from fontfactory import fontpkg_file  # noqa: E402
+
+from glyph_train.export import save_export  # noqa: E402
+from glyph_train.inference.embed import embed  # noqa: E402
+from glyph_train.inference.predictor import Predictor  # noqa: E402
+from glyph_train.inference.sources import face_glyphs, font_faces  # noqa: E402
+from glyph_train.model import GlyphModel  # noqa: E402
+from glyph_train.pipeline import model_outputs  # noqa: E402
+
+DEFAULT_FONTS = (("fontpkg_almarai", "Almarai-Regular.ttf"), ("fontpkg_abril_fatface", "AbrilFatface-Regular.ttf"),
+                 ("fontpkg_bebas_neue", "BebasNeue-Regular.ttf"), ("fontpkg_lobster", "Lobster-Regular.ttf"))
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def default_fonts() -> list[Path]:
+    return [fontpkg_file(package, name) for package, name in DEFAULT_FONTS]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("export", help="an export directory (RUN_DIR/export)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("fonts", nargs="*", type=Path)
+    ap.add_argument("--model", default="levit_128s")
+    ap.add_argument("--img-size", type=int, default=128)
+    ap.add_argument("--classes", type=int, default=4789)
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--batches", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--precision", default="bf16", choices=("no", "bf16"))
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    device = torch.device(args.device)
-    model, labels, config = load_export(args.export, device)
-    size = config["img_size"]
-    pin = device.type == "cuda"
-    stream = [torch.rand(args.batch_size, 1, size, size).pin_memory() if pin else
-              torch.rand(args.batch_size, 1, size, size) for _ in range(args.batches)]
+    torch.set_num_threads(args.threads)
+    fonts = args.fonts or default_fonts()
+    work = Path(tempfile.mkdtemp(prefix="bench_embed."))
+    try:
+        model = GlyphModel(args.model, num_classes=args.classes, img_size=args.img_size)
+        save_export(work / "export", model, [f"{i}_isol" for i in range(args.classes)],
+                    {"img_size": args.img_size, "fit": "em", "model": args.model})
+        predictor = Predictor(work / "export", batch_size=args.batch_size)
+        print(f"load {os.getloadavg()[0]:.1f}; {len(fonts)} fonts; {args.model} {args.img_size}px; "
+              f"{args.threads} threads", flush=True)
 
-    def run(batches) -> None:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                                    enabled=args.precision == "bf16"):
-            for batch in batches:
-                out = model(batch.to(device, non_blocking=True))
-                out["embedding"].float().cpu()  # what embed keeps: the embeddings back on the host
-        sync(device)
+        def parts() -> tuple[int, float, float]:
+            t = time.perf_counter()
+            records = [r for path in fonts for face in font_faces(path) for r in face_glyphs(face)[0]]
+            unique = {r.outline_hash + repr(r.em): r for r in records}
+            done = predictor.render((k, r.contours, r.em) for k, r in unique.items())
+            t_render = time.perf_counter() - t
+            t = time.perf_counter()
+            model_outputs(predictor.model, done.images, args.batch_size)
+            return len(records), t_render, time.perf_counter() - t
 
-    run(stream[: args.warmup])
-    rates = []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        run(stream)
-        rates.append(args.batches * args.batch_size / (time.perf_counter() - t))
-    print(json.dumps({"export": str(args.export), "model": config["model_name"], "img_size": size,
-                      "device": str(device), "precision": args.precision, "batch_size": args.batch_size,
-                      "embed_img_per_s": round(statistics.median(rates), 1), "runs": [round(r, 1) for r in rates],
-                      "load": round(os.getloadavg()[0], 2)}))
+        embed_s, render_s, forward_s, glyphs = [], [], [], 0
+        for _ in range(args.repeats):
+            out = work / "index"
+            t = time.perf_counter()
+            gi = embed(work / "export", out, inputs=[str(f) for f in fonts[:]], batch_size=args.batch_size)
+            embed_s.append(time.perf_counter() - t)
+            embedded = len(gi.table)
+            shutil.rmtree(out)
+            n, r, f = parts()
+            render_s.append(r)
+            forward_s.append(f)
+            glyphs = n
+        e, r, f = (statistics.median(x) for x in (embed_s, render_s, forward_s))
+        print(f"load after {os.getloadavg()[0]:.1f}")
+        result = {"glyphs_embedded": embedded, "glyphs_drawn_by_parts": glyphs, "vectors": int(gi.index.ntotal),
+                  "embed_s": round(e, 2), "embed_glyphs_per_s": round(embedded / e, 1),
+                  "draw_render_s": round(r, 2), "forward_s": round(f, 2),
+                  "embed_over_parts": round(e / (r + f), 3)}
+        print(json.dumps(result, indent=1))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
 #    (same run: loader_img_per_s / trainer img/s; < 1 means the loader cannot feed the GPU).
 # 3. With more than one GPU: NCCL all-reduce bandwidth over all of them (bench/bench_allreduce.py) and a
 #    short real `accelerate launch --multi_gpu` training run reporting its world size.
-# 4. Embed throughput: an export's forward pass over a stream of batches (bench/bench_embed.py), on the
+# 4. Embed throughput: an export's forward pass over a stream of batches (bench/bench_forward.py), on the
 #    export the trainer runs of step 1 wrote.
 #
 # --device cpu --quick: the same steps on CPU with tiny sizes (and gloo with 2 processes for step 3), to check
@@ -105,7 +105,7 @@ fi
 EXPORT="$(ls -d "$OUT"/train/trainer_*/export | tail -n 1)"
 say "== 4. embed throughput ($EXPORT)"
 for precision in bf16 no; do
-  "$PY" "$HERE/bench/bench_embed.py" "$EXPORT" --device "$DEVICE" --precision "$precision" "${EMBED_ARGS[@]}" \
+  "$PY" "$HERE/bench/bench_forward.py" "$EXPORT" --device "$DEVICE" --precision "$precision" "${EMBED_ARGS[@]}" \
     | tee -a "$OUT/embed.json" | tee -a "$SUMMARY"
 done
 say "done: $OUT"

@@ -19,6 +19,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "show": ("glyph_train.show", "write a contact sheet of rendered glyphs"),
     "train": ("glyph_train.train", "train a classifier + embedding model (also under accelerate launch)"),
     "evaluate": ("glyph_train.evaluate", "classification and FAISS retrieval metrics of an export on a glyphs.db"),
+    "embed": ("glyph_train.inference.embed", "embed every glyph of a glyphs.db or of font files into a FAISS index"),
+    "search": ("glyph_train.inference.search", "find look-alike glyphs across the fonts of an index"),
+    "label-font": ("glyph_train.inference.label_font",
+                   "label every glyph of a font from its outline (CSV) and optionally write a repaired font"),
 }
 
 

@@ -19,6 +19,7 @@ from glyph_train.augment import AugmentParams, augment
 from glyph_train.config import TrainConfig
 from glyph_train.db import GlyphFilter, parse_label_list
 from glyph_train.paths import default_cache_dir
+from glyph_train.pipeline import to_model_input
 from glyph_train.prepare import column_array, images_view, load_prepared, prepare
 from glyph_train.raster import RenderParams
 from glyph_train.samplers import ClassBalancedBatchSampler
@@ -42,11 +43,11 @@ class GlyphImages(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
-        img = torch.from_numpy(np.array(self.images[i]))  # copy: the Arrow buffer is read-only
         if self.augment_params is not None:
+            img = torch.from_numpy(np.array(self.images[i]))  # copy: the Arrow buffer is read-only
             x = augment(img, self.seed, self.epoch, i, self.augment_params)
         else:
-            x = img.unsqueeze(0).float().div_(255.0)
+            x = to_model_input(self.images[i])
         return {"image": x, "label": int(self.labels[i]), "group": int(self.groups[i]), "index": i}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
+from glyph_train.calibration import fit_temperature
 from glyph_train.errors import GlyphTrainError
 from glyph_train.metrics import (confused_pairs, equivalent_top1, evaluate_embeddings, nearest_neighbours,
                                  predictions)
@@ -53,6 +55,7 @@ def evaluate_model(model: torch.nn.Module, loader, char_classes: np.ndarray, acc
                 hashlib.blake2b(np.asarray(images[i]).tobytes(), digest_size=12).digest() for i in rows.tolist()]}
         metrics = evaluate_embeddings(out["logits"], out["embedding"], out["label"], char_classes[out["index"]],
                                       seed=seed, **equivalence)
+        metrics["temperature"] = fit_temperature(out["logits"], out["label"])  # stored in the export
         result = [metrics, example_queries(out, seed)]
     broadcast_object_list(result)  # every process needs the metric that picks the best checkpoint
     model.train()
@@ -181,37 +184,34 @@ def embed_selection(model: torch.nn.Module, db: Path, flt, img_size: int, fit: s
     outline fails to render are skipped and counted. `rows`, if given, gets (GlyphMeta, digest of the
     contours text) of each embedded glyph, in output order."""
     from glyph_train.db import iter_contours, select_glyphs
-    from glyph_train.raster import RenderParams, render
-
+    from glyph_train.pipeline import model_outputs, render_rows
     from glyph_train.prepare import RenderFailures
+    from glyph_train.raster import RenderParams
 
     selection = select_glyphs(db, flt)
     params = RenderParams(img_size=img_size, fit=fit)
+    by_id = {m.glyph_id: m for m in selection.glyphs}
+    contours = iter_contours(db, list(by_id))
     failures = RenderFailures(db, len(selection.glyphs))
-    logits, embeddings, names, classes, images = [], [], [], [], []
-
-    def flush() -> None:
-        out = model(torch.from_numpy(np.stack(images)).unsqueeze(1).float().div_(255.0))
-        logits.append(out["logits"].float().numpy())
-        embeddings.append(out["embedding"].float().numpy())
-        images.clear()
-
-    for meta, (_, contours) in zip(selection.glyphs, iter_contours(db, [m.glyph_id for m in selection.glyphs])):
-        try:
-            images.append(render(contours, params, meta.em))
-        except ValueError as e:
-            failures.add(1, f"glyph_id {meta.glyph_id}: {e}")
+    logits, embeddings, names, classes = [], [], [], []
+    for _ in range(0, len(by_id), batch_size):
+        chunk = [(gid, text, by_id[gid].em) for gid, text in itertools.islice(contours, batch_size)]
+        done = render_rows(chunk, params, skip_blank=False, key_name="glyph_id")
+        failures.add(done.report.failed, done.report.first_error)  # stops once most rows fail
+        if not done.keys:
             continue
-        names.append(meta.label)
-        classes.append(meta.char_class)
+        lg, emb = model_outputs(model, done.images, batch_size)
+        logits.append(lg)
+        embeddings.append(emb)
+        names += [by_id[gid].label for gid in done.keys]
+        classes += [by_id[gid].char_class for gid in done.keys]
         if rows is not None:
-            rows.append((meta, hashlib.blake2b(contours.encode(), digest_size=12).digest()))
-        if len(images) == batch_size:
-            flush()
-    if images:
-        flush()
+            texts = {gid: text for gid, text, _ in chunk}
+            rows += [(by_id[gid], hashlib.blake2b((texts[gid] or "").encode(), digest_size=12).digest())
+                     for gid in done.keys]
     if not names:
-        raise GlyphTrainError(f"{db}: no glyph could be rendered with these filters; nothing to evaluate")
+        raise GlyphTrainError(f"{db}: no glyph could be rendered with these filters; nothing to evaluate"
+                              + (f" (first failure: {failures.first})" if failures.first else ""))
     if failures.count:
         print(f"evaluate: {failures.line()}")
     skipped = {**selection.skipped, "unrenderable": failures.count}

@@ -2,7 +2,9 @@
 
     model.safetensors   weights (no optimizer, scheduler, RNG or Accelerate state)
     labels.json         label names in class-index order: logits[:, i] is labels[i]
-    config.json         the resolved training config plus the architecture GlyphModel is rebuilt from
+    config.json         the resolved training config plus the architecture GlyphModel is rebuilt from, and
+                        `temperature`: the softmax temperature fitted on the validation split (calibration.py;
+                        absent in older exports, read as 1)
 
 Saving is atomic: the files are written and fsynced in a temporary directory beside the target, which then
 takes the target's name by rename. A crash at any point leaves either the previous export or the new one
@@ -48,13 +50,15 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def export_config(model: GlyphModel, label_names: list[str], config: dict[str, Any]) -> dict[str, Any]:
+def export_config(model: GlyphModel, label_names: list[str], config: dict[str, Any],
+                  temperature: float | None = None) -> dict[str, Any]:
     """config.json's content: the training config, with the architecture taken from the model itself (the
     truth about the weights) so the export rebuilds even when the config names it differently."""
     arch = {key: model.config[key] for key in ARCHITECTURE_KEYS}
     if arch["num_classes"] != len(label_names):
         raise ValueError(f"model has {arch['num_classes']} classes but {len(label_names)} label names were given")
-    return {**config, **arch, "export_format": EXPORT_FORMAT}
+    extra = {"temperature": float(temperature)} if temperature is not None else {}
+    return {**config, **arch, **extra, "export_format": EXPORT_FORMAT}
 
 
 def _json_default(value: Any) -> Any:
@@ -78,7 +82,8 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def save_export(out_dir: str | os.PathLike, model: torch.nn.Module, label_names: list[str], config: dict[str, Any]) -> None:
+def save_export(out_dir: str | os.PathLike, model: torch.nn.Module, label_names: list[str], config: dict[str, Any],
+                temperature: float | None = None) -> None:
     """Write model.safetensors, labels.json and config.json to `out_dir` atomically (replacing a previous
     export there as a whole). On any error the temporary directory is removed and `out_dir` is untouched."""
     out_dir = Path(out_dir)
@@ -93,7 +98,7 @@ def save_export(out_dir: str | os.PathLike, model: torch.nn.Module, label_names:
         save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt"})  # contiguous, shared tensors deduplicated
         _fsync(tmp / WEIGHTS)
         _write_text(tmp / LABELS, json.dumps(label_names, ensure_ascii=False, indent=0))
-        _write_text(tmp / CONFIG, json.dumps(export_config(model, label_names, config), indent=2,
+        _write_text(tmp / CONFIG, json.dumps(export_config(model, label_names, config, temperature), indent=2,
                                              default=_json_default))
         _fsync(tmp)
         replace_dir(tmp, out_dir)

@@ -112,8 +112,9 @@ def sfnt_data(path: Path) -> bytes:
     return data
 
 
-def list_faces(path: Path) -> list[FontFace]:
-    """All faces of a font file; raises FontError naming what is wrong with an unusable file."""
+def list_faces(path: Path, require_cmap: bool = True) -> list[FontFace]:
+    """All faces of a font file; raises FontError naming what is wrong with an unusable file.
+    require_cmap=False accepts fonts without a Unicode cmap (inference labels exactly those)."""
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -125,7 +126,7 @@ def list_faces(path: Path) -> list[FontFace]:
     for index in range(count):
         try:
             font = TTFont(io.BytesIO(data), fontNumber=index if collection else -1, lazy=True)
-            faces += _faces_of(font, path, index, digest, data)
+            faces += _faces_of(font, path, index, digest, data, require_cmap)
         except FontError:
             raise
         except Exception as err:  # fontTools raises many types on corrupt data; the reason is what matters
@@ -133,10 +134,11 @@ def list_faces(path: Path) -> list[FontFace]:
     return faces
 
 
-def _faces_of(font: TTFont, path: Path, index: int, digest: str, data: bytes) -> list[FontFace]:
+def _faces_of(font: TTFont, path: Path, index: int, digest: str, data: bytes,
+              require_cmap: bool = True) -> list[FontFace]:
     if not any(tag in font for tag in ("glyf", "CFF ", "CFF2")):
         raise FontError("no outlines (no glyf, CFF or CFF2 table)")
-    if not font.getBestCmap():
+    if require_cmap and not font.getBestCmap():
         raise FontError("no Unicode cmap")
     name = font["name"]
     family = name.getDebugName(16) or name.getDebugName(1) or path.stem

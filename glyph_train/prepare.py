@@ -40,7 +40,8 @@ from glyph_train.db import GlyphFilter, GlyphMeta, Selection, add_filter_argumen
 from glyph_train.errors import GlyphTrainError
 from glyph_train.paths import check_outputs, existing_file
 from glyph_train.outputs import check_free_space, check_output_dir, declare
-from glyph_train.raster import FITS, RENDERER_VERSION, EmBox, RenderParams, render
+from glyph_train.pipeline import render_rows
+from glyph_train.raster import FITS, RENDERER_VERSION, EmBox, RenderParams
 from glyph_train.splits import SPLIT_VERSION, SPLITS, SplitResult, split_glyphs
 
 CACHE_FORMAT = 1  # bump when the on-disk layout or column meaning changes
@@ -302,27 +303,13 @@ def _render_shard(task: tuple[str, dict, list[tuple]]
     """Worker: own read-only connection, contours fetched in chunks; returns an image block + metadata
     columns, skip counts and the shard's first render error ("glyph_id N: reason")."""
     db, params, rows = task
-    rp = RenderParams(**params)
-    images = np.empty((len(rows), rp.img_size, rp.img_size), dtype=np.uint8)
-    cols: dict[str, list] = {c: [] for c in _META}
-    skips = {"render_failed": 0, "blank": 0}
-    first_error = None
-    k = 0
-    for row, (gid, text) in zip(rows, iter_contours(db, [r[0] for r in rows])):
-        try:
-            img = render(text, rp, EmBox(*row[8]))
-        except ValueError as e:  # well-formed JSON, bad structure: only the renderer's parser can tell
-            skips["render_failed"] += 1
-            first_error = first_error or f"glyph_id {gid}: {e}"
-            continue
-        if not img.any():
-            skips["blank"] += 1  # e.g. a lone point: nothing for the model to see
-            continue
-        images[k] = img
-        k += 1
-        for c, v in zip(_META, (row[1], row[2], row[0], row[3], row[4], row[5], row[6], row[7])):
-            cols[c].append(v)
-    return images[:k], cols, skips, first_error
+    by_id = {row[0]: row for row in rows}
+    done = render_rows(((gid, text, EmBox(*by_id[gid][8])) for gid, text in iter_contours(db, list(by_id))),
+                       RenderParams(**params), key_name="glyph_id")
+    kept = [by_id[gid] for gid in done.keys]
+    cols = {c: [row[k] for row in kept] for c, k in zip(_META, (1, 2, 0, 3, 4, 5, 6, 7))}
+    skips = {"render_failed": done.report.failed, "blank": done.report.blank}
+    return done.images, cols, skips, done.report.first_error
 
 
 def _ignore_sigint() -> None:

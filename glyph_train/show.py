@@ -24,8 +24,9 @@ from glyph_train.db import GlyphFilter, GlyphMeta, iter_contours, parse_label_li
 from glyph_train.errors import GlyphTrainError
 from glyph_train.paths import check_outputs, existing_file
 from glyph_train.outputs import check_output_file
+from glyph_train.pipeline import render_rows
 from glyph_train.prepare import RenderFailures
-from glyph_train.raster import FITS, RenderParams, render
+from glyph_train.raster import FITS, RenderParams
 
 CAPTION_SIZE = 11
 LINE_HEIGHT = 13
@@ -79,20 +80,16 @@ def run(args: argparse.Namespace) -> int:
     total = len(glyphs)
     glyphs = glyphs[: args.max_glyphs]
 
-    images, captions = [], []
-    failures = RenderFailures(args.db, len(glyphs))
     by_id = {g.glyph_id: g for g in glyphs}
-    for gid, text in iter_contours(args.db, [g.glyph_id for g in glyphs]):
-        g = by_id[gid]
-        try:
-            images.append(render(text, params, g.em))
-        except ValueError as e:
-            failures.add(1, f"glyph_id {gid}: {e}")
-            continue
-        captions.append(glyph_caption(g))
-    if not images:
-        raise GlyphTrainError(f"{args.db}: none of the {len(glyphs)} selected glyphs could be rendered")
-    sheet = contact_sheet(images, captions, cols=args.cols or None)
+    failures = RenderFailures(args.db, len(glyphs))
+    done = render_rows(((gid, text, by_id[gid].em) for gid, text in iter_contours(args.db, list(by_id))), params,
+                       skip_blank=False, key_name="glyph_id")
+    failures.add(done.report.failed, done.report.first_error)
+    if not done.keys:
+        raise GlyphTrainError(f"{args.db}: none of the {len(glyphs)} selected glyphs could be rendered "
+                              f"(first: {done.report.first_error})")
+    images = list(done.images)
+    sheet = contact_sheet(images, [glyph_caption(by_id[gid]) for gid in done.keys], cols=args.cols or None)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")  # a failed write keeps an earlier sheet
     try:

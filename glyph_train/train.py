@@ -123,13 +123,14 @@ def train(cfg: TrainConfig) -> dict:
             log.log({"epoch": epoch, "train_img_per_s": train_rate, "val": metrics}, step=state.step)
             log_retrieval_examples(log, examples, data.validation, data.label_names, state.step)
             ckpt.update_best(metrics.get(cfg.best_metric), lambda d: save_export(
-                d, accelerator.unwrap_model(model), data.label_names, cfg.to_dict()))
+                d, accelerator.unwrap_model(model), data.label_names, cfg.to_dict(), metrics.get("temperature")))
         ckpt.save()
         if finished:
             break
 
     if accelerator.is_main_process:
-        save_export(out_dir / "export", accelerator.unwrap_model(model), data.label_names, cfg.to_dict())
+        save_export(out_dir / "export", accelerator.unwrap_model(model), data.label_names, cfg.to_dict(),
+                    metrics.get("temperature"))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     accelerator.print(summary_line(metrics))

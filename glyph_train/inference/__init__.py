@@ -1,0 +1,11 @@
+"""Using a trained export: embed a corpus into a FAISS index (embed), find look-alikes (search), and label
+and repair a font without a usable cmap (label-font).
+
+    sources.py     glyphs to embed or label: rows of a glyphs.db, or every glyph of font files
+    predictor.py   an export ready to predict: render params, calibrated probabilities, embeddings
+    index.py       INDEX_DIR on disk: FAISS index + Parquet metadata + index.json, written atomically
+    embed.py       `glyph-train embed`
+    search.py      `glyph-train search`
+    label_font.py  `glyph-train label-font`: per-glyph predictions and the joint assignment within a font
+    repair.py      the repaired copy of a font: cmap + Arabic init/medi/fina GSUB from the labels
+"""

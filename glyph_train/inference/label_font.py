@@ -1,0 +1,198 @@
+"""`glyph-train label-font FONT --checkpoint EXPORT --out labels.csv [--write-font OUT.ttf] [--min-confidence P]`
+
+Which character (and Arabic positional form) each glyph of a font is, from its outline and the font's
+vertical metrics only: glyph names, cmap and GSUB are what is broken or missing, so they are never read as
+evidence. Per glyph the model gives calibrated probabilities (softmax(logits / T), T from the export);
+then one label per glyph is chosen jointly for the whole font, since a font rarely draws one character
+twice: an optimal assignment (scipy's linear_sum_assignment) of glyphs to labels maximising the summed
+log-probability, where every glyph may instead be `unknown` at the cost of log(--min-confidence). So a
+glyph gets a label only if it beats that threshold and no glyph fits that label better.
+
+CSV (in glyph id order; glyphs that draw nothing are `unknown` with an empty top5):
+    glyph,label,confidence,top5        top5 = label:prob;label:prob;...  (the glyph's own top 5)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from glyph_train.errors import GlyphTrainError
+
+UNKNOWN = "unknown"
+DEFAULT_MIN_CONFIDENCE = 0.5
+CANDIDATES_PER_GLYPH = 10  # labels outside a glyph's top 10 cannot be assigned to it (keeps the matrix small)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("font", type=Path, metavar="FONT", help="font file to label (read only, never modified)")
+    parser.add_argument("--checkpoint", required=True, help="an export directory (run_dir/export or run_dir/best)")
+    parser.add_argument("--out", required=True, type=Path, help="CSV to write: glyph,label,confidence,top5")
+    parser.add_argument("--write-font", type=Path, metavar="OUT.ttf",
+                        help="also write a repaired copy of the font: cmap + Arabic init/medi/fina GSUB from the labels")
+    parser.add_argument("--min-confidence", type=_probability, default=DEFAULT_MIN_CONFIDENCE, metavar="P",
+                        help=f"glyphs whose label is less likely than P are `unknown` (default {DEFAULT_MIN_CONFIDENCE})")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
+    return value
+
+
+@dataclass
+class GlyphLabel:
+    glyph: str
+    glyph_id: int
+    label: str  # joint assignment, or UNKNOWN
+    confidence: float  # calibrated probability of `label` (of the best label when unknown)
+    argmax: str  # independent best label ('' when the glyph draws nothing)
+    top5: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class FontLabels:
+    font: Path
+    family: str
+    style: str
+    glyphs: list[GlyphLabel]
+    unrenderable: list[str]  # glyph names the renderer refused
+
+    def assignment(self) -> dict[str, str]:
+        """glyph name -> label, for the glyphs that got one."""
+        return {g.glyph: g.label for g in self.glyphs if g.label != UNKNOWN}
+
+
+def run(args: argparse.Namespace) -> int:
+    font = args.font
+    if not font.is_file():
+        raise GlyphTrainError(f"{font}: no such font file")
+    for flag, path in (("--out", args.out), ("--write-font", args.write_font)):
+        if path is not None and _same_file(path, font):
+            raise GlyphTrainError(f"{flag} {path} is the input font; the input is never overwritten, choose another path")
+    if args.write_font is not None and _same_file(args.write_font, args.out):
+        raise GlyphTrainError("--out and --write-font name the same file")
+    from glyph_train.inference.predictor import Predictor
+
+    predictor = Predictor(args.checkpoint, batch_size=args.batch_size)
+    result = label_font(font, predictor, args.min_confidence)
+    write_csv(args.out, result.glyphs)
+    labelled = sum(g.label != UNKNOWN for g in result.glyphs)
+    print(f"label-font: {font}: {len(result.glyphs)} glyphs, {labelled} labelled, {len(result.glyphs) - labelled} "
+          f"unknown (min confidence {args.min_confidence}); wrote {args.out}")
+    if result.unrenderable:
+        print(f"label-font: {len(result.unrenderable)} glyphs could not be rendered: {', '.join(result.unrenderable[:5])}",
+              file=sys.stderr)
+    if args.write_font is not None:
+        from glyph_train.inference.repair import write_repaired_font
+
+        report = write_repaired_font(font, args.write_font, result.assignment())
+        print(f"label-font: wrote {args.write_font}: {report.summary()}")
+        for line in report.unmapped:
+            print(f"label-font: not mapped: {line}", file=sys.stderr)
+    return 0
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> FontLabels:
+    """Predict every glyph of the font's default face and assign labels jointly."""
+    from glyph_train.inference.sources import default_face, face_glyphs, glyph_names
+
+    face = default_face(font)
+    try:
+        records, empty = face_glyphs(face, with_labels=False)  # names, cmap and GSUB are not evidence
+    except Exception as err:  # HarfBuzz/fontTools on a damaged font
+        raise GlyphTrainError(f"{font}: cannot draw its glyphs ({type(err).__name__}: {err})") from None
+    rendered = predictor.render((k, r.contours, r.em) for k, r in enumerate(records))
+    probs = predictor.predict(rendered.images).probs if rendered.keys else np.zeros((0, len(predictor.label_names)))
+    top5 = predictor.top_labels(probs, 5)
+    assigned = assign_labels(probs, min_confidence)
+    names = predictor.label_names
+    out: dict[int, GlyphLabel] = {}
+    for row, k in enumerate(rendered.keys):
+        r = records[k]
+        best = int(probs[row].argmax())
+        j = assigned[row]
+        label, conf = (names[j], float(probs[row, j])) if j >= 0 else (UNKNOWN, float(probs[row, best]))
+        out[r.glyph_id] = GlyphLabel(r.glyph, r.glyph_id, label, conf, names[best], top5[row])
+    failed = [records[k] for k in set(range(len(records))) - set(rendered.keys)]
+    for r in failed:
+        out[r.glyph_id] = GlyphLabel(r.glyph, r.glyph_id, UNKNOWN, 0.0, "")
+    gid_of = {name: gid for gid, name in enumerate(glyph_names(face))}
+    for name in empty:
+        out.setdefault(gid_of[name], GlyphLabel(name, gid_of[name], UNKNOWN, 0.0, ""))
+    glyphs = [out[g] for g in sorted(out)]
+    return FontLabels(font, face.family_name, face.style_name, glyphs, [r.glyph for r in failed])
+
+
+def assign_labels(probs: np.ndarray, min_confidence: float) -> np.ndarray:
+    """Column index per row (-1 = unknown): at most one row per column, maximising the summed log-probability,
+    where leaving a row unknown scores log(min_confidence). Rows may only take one of their top labels."""
+    from scipy.optimize import linear_sum_assignment
+
+    n, c = probs.shape
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    k = min(CANDIDATES_PER_GLYPH, c)
+    top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
+    columns = np.unique(top)
+    pos = {int(j): i for i, j in enumerate(columns)}
+    big = 1e6  # "not allowed": far above any -log p we can meet
+    cost = np.full((n, len(columns) + n), big)
+    logp = np.log(np.clip(probs, 1e-300, 1.0))
+    for row in range(n):
+        for j in top[row]:
+            cost[row, pos[int(j)]] = -logp[row, j]
+    unknown_cost = -math.log(min_confidence) if min_confidence > 0 else big / 2
+    cost[np.arange(n), len(columns) + np.arange(n)] = unknown_cost  # each row's own "unknown" slot
+    rows, cols = linear_sum_assignment(cost)
+    out = np.full(n, -1, dtype=np.int64)
+    for r, col in zip(rows, cols):
+        if col < len(columns) and probs[r, columns[col]] >= min_confidence:
+            out[r] = columns[col]
+    return out
+
+
+def write_csv(path: Path, glyphs: list[GlyphLabel]) -> None:
+    """The CSV, written to a temporary file beside `path` and renamed into place."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["glyph", "label", "confidence", "top5"])
+    for g in glyphs:
+        writer.writerow([g.glyph, g.label, f"{g.confidence:.4f}", ";".join(f"{lab}:{p:.4f}" for lab, p in g.top5)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(buf.getvalue())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

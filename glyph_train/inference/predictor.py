@@ -1,0 +1,67 @@
+"""An export ready for inference: how to render for it, and calibrated predictions plus embeddings."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from glyph_train.calibration import calibrated_probabilities, export_temperature
+from glyph_train.errors import GlyphTrainError
+from glyph_train.export import WEIGHTS, load_export
+from glyph_train.pipeline import RenderedRows, model_outputs, render_rows
+from glyph_train.raster import RenderParams
+
+
+@dataclass
+class Predictions:
+    probs: np.ndarray  # (N, C) calibrated probabilities
+    embeddings: np.ndarray  # (N, D) L2-normalised float32
+
+
+class Predictor:
+    def __init__(self, export_dir: str | Path, device: str | torch.device = "cpu", batch_size: int = 256) -> None:
+        self.export_dir = Path(export_dir)
+        # loaded on the CPU, then moved: safetensors refuses device strings like Accelerate's "cpu:0"
+        self.model, self.label_names, self.config = load_export(self.export_dir, "cpu")
+        self.model.to(device)
+        self.device = device
+        self.batch_size = batch_size
+        self.temperature = export_temperature(self.config)
+        try:
+            self.params = RenderParams(img_size=int(self.config["img_size"]), fit=self.config.get("fit", "tight"))
+        except ValueError as err:
+            raise GlyphTrainError(f"{self.export_dir}: unusable render settings in config.json ({err})") from None
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the weights, labels and render settings: an index built with another model is refused."""
+        h = hashlib.sha256((self.export_dir / WEIGHTS).read_bytes())
+        h.update(repr((self.label_names, self.params)).encode())
+        return h.hexdigest()
+
+    def render(self, rows) -> RenderedRows:
+        """(key, contours, em) rows -> images as the model was trained on (blank outlines kept: a space-like
+        glyph still gets a prediction)."""
+        return render_rows(rows, self.params, skip_blank=False)
+
+    def predict(self, images: np.ndarray) -> Predictions:
+        logits, embeddings = model_outputs(self.model, images, self.batch_size, self.device)
+        if not len(images):
+            return Predictions(np.zeros((0, len(self.label_names))), np.zeros((0, self.embedding_dim), np.float32))
+        if not np.isfinite(logits).all() or not np.isfinite(embeddings).all():
+            raise GlyphTrainError(f"{self.export_dir}: the model outputs NaN/inf; use an earlier checkpoint")
+        return Predictions(calibrated_probabilities(logits, self.temperature), embeddings)
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.config["embedding_dim"])
+
+    def top_labels(self, probs: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
+        k = min(k, probs.shape[1])
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        return [[(self.label_names[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
+

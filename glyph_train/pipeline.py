@@ -1,0 +1,108 @@
+"""The one path from outline to model input, shared by prepare, show, evaluate, training and inference.
+
+    contours JSON + EmBox --render_rows--> uint8 (N, S, S), ink 255 on 0 --to_model_input--> float (N, 1, S, S) in [0, 1]
+
+Training reads the uint8 images prepare cached; evaluation and inference render the same way on the fly.
+Both ends live here so the model can never see differently made images at training and at inference time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Iterable
+
+import numpy as np
+import torch
+
+from glyph_train.raster import EmBox, RenderParams, render
+
+
+@dataclass
+class RenderReport:
+    """What did not become an image: outlines the renderer refused and outlines that drew nothing."""
+
+    failed: int = 0
+    blank: int = 0
+    first_error: str | None = None  # the first refused outline's reason, prefixed by its key
+    errors: list[tuple[Hashable, str]] = field(default_factory=list, repr=False)  # first few, for messages
+
+    def add_failure(self, key: Hashable, reason: str, key_name: str = "") -> None:
+        self.failed += 1
+        if self.first_error is None:
+            self.first_error = f"{key_name} {key}: {reason}" if key_name else f"{key}: {reason}"
+        if len(self.errors) < 10:
+            self.errors.append((key, reason))
+
+    def merge(self, other: "RenderReport") -> None:
+        self.blank += other.blank
+        for key, reason in other.errors:
+            if len(self.errors) < 10:
+                self.errors.append((key, reason))
+        if self.first_error is None:
+            self.first_error = other.first_error
+        self.failed += other.failed
+
+    def summary(self) -> str:
+        """'' when nothing was lost, else e.g. '3 could not be rendered (first: glyph 7: ...), 1 blank'."""
+        parts = []
+        if self.failed:
+            parts.append(f"{self.failed:,} could not be rendered (first: {self.first_error})")
+        if self.blank:
+            parts.append(f"{self.blank:,} blank")
+        return ", ".join(parts)
+
+
+@dataclass
+class RenderedRows:
+    images: np.ndarray  # (k, S, S) uint8
+    keys: list  # the key of each image, in input order
+    report: RenderReport
+
+
+def render_rows(rows: Iterable[tuple[Any, str | bytes | list, EmBox | None]], params: RenderParams,
+                skip_blank: bool = True, key_name: str = "") -> RenderedRows:
+    """Render (key, contours, em box) rows; unrenderable (and, with skip_blank, blank) rows are counted and
+    left out, never raised. `keys` says which rows the images are (a glyph id, a glyph name, ...); the
+    report's first error names its row as "{key_name} {key}"."""
+    images: list[np.ndarray] = []
+    keys: list = []
+    report = RenderReport()
+    for key, contours, em in rows:
+        try:
+            img = render(contours, params, em)
+        except ValueError as err:
+            report.add_failure(key, str(err), key_name)
+            continue
+        if skip_blank and not img.any():
+            report.blank += 1  # e.g. a lone point: nothing for the model to see
+            continue
+        images.append(img)
+        keys.append(key)
+    size = params.img_size
+    block = np.stack(images) if images else np.zeros((0, size, size), dtype=np.uint8)
+    return RenderedRows(block, keys, report)
+
+
+def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (..., S, S) images -> float32 (..., 1, S, S) in [0, 1]: one (S, S) image gives (1, S, S), a
+    batch (N, S, S) gives (N, 1, S, S). Always a new tensor (the input may be a read-only Arrow view)."""
+    if images.dtype not in (np.uint8, torch.uint8):
+        raise TypeError(f"to_model_input takes uint8 images (0-255), got {images.dtype}")
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))
+    return x.unsqueeze(-3).to(torch.float32).div_(255.0)
+
+
+@torch.no_grad()
+def model_outputs(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256,
+                  device: torch.device | str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, embeddings) as float32 numpy of uint8 (N, S, S) images, `batch_size` at a time, model in eval mode."""
+    model.eval()
+    device = device or next(model.parameters()).device
+    logits, embeddings = [], []
+    for start in range(0, len(images), batch_size):
+        out = model(to_model_input(images[start: start + batch_size]).to(device))
+        logits.append(out["logits"].float().cpu().numpy())
+        embeddings.append(out["embedding"].float().cpu().numpy())
+    if not logits:
+        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+    return np.concatenate(logits), np.concatenate(embeddings)

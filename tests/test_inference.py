@@ -1,0 +1,321 @@
+"""embed / search / label-font end to end: a tiny model trained once (test_vit, 32 px, em fit) on a tiny DB of
+real outlines, applied to small subsets of real fontpkg fonts, one of them stripped of cmap and GSUB with
+every glyph renamed glyphNNNNN. Real FAISS, real Parquet, real HarfBuzz, a real 2-process gloo launch."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uharfbuzz as hb
+from fontTools.ttLib import TTFont
+from PIL import Image
+
+from dbfactory import DEFAULT_FONTS, write_db
+from fontfactory import fontpkg_file, strip_font, subset_font
+from glyph_train.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+ARABIC = "".join(chr(c) for c in (0x0628, 0x062A, 0x062D, 0x0633, 0x0639, 0x0644, 0x0645, 0x0647, 0x064A, 0x0627,
+                                  0x062F, 0x0631, 0x0648))
+LATIN = "ABCDEabcde0123"
+WORDS = ["بحث", "سمع", "تبدو", "يلعب", "هبة", "لم", "مال", "عمر", "حب", "بيت"]
+
+
+def env() -> dict[str, str]:
+    e = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    e.pop("GLYPH_TRAIN_NUM_PROCESSES", None)
+    return e
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    return {p.name: digest(p) for p in sorted(path.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("inference")
+    db = write_db(root / "glyphs.db", fonts=[DEFAULT_FONTS[0], DEFAULT_FONTS[2], DEFAULT_FONTS[4]])
+    cmd = [sys.executable, "-m", "glyph_train.train", "--db", str(db.path), "--cache-dir", str(root / "cache"),
+           "--val-frac", "0.3", "--model", "test_vit", "--img-size", "32", "--fit", "em", "--epochs", "2",
+           "--batch-size", "16", "--num-workers", "0", "--num-proc", "1", "--out-dir", str(root / "run"),
+           "--wandb-mode", "disabled"]
+    res = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    fonts = root / "fonts"
+    fonts.mkdir()
+    amiri = subset_font(fontpkg_file("fontpkg_amiri", "Amiri-Regular.ttf"), fonts / "Amiri-sub.ttf", ARABIC + LATIN)
+    latin = subset_font(fontpkg_file("fontpkg_abril_fatface", "AbrilFatface-Regular.ttf"), fonts / "Abril-sub.ttf", LATIN)
+    extra = root / "more" / "Bebas-sub.ttf"
+    extra.parent.mkdir()
+    subset_font(fontpkg_file("fontpkg_bebas_neue", "BebasNeue-Regular.ttf"), extra, LATIN)
+    stripped = strip_font(amiri, root / "Amiri-stripped.ttf")
+    return {"root": root, "db": db.path, "export": root / "run" / "export", "fonts": fonts, "amiri": amiri,
+            "latin": latin, "extra": extra, "stripped": stripped}
+
+
+def cli(*argv: str) -> tuple[int, str]:
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = main([str(a) for a in argv])
+    return rc, buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def index(work) -> Path:
+    out = work["root"] / "index"
+    rc, _ = cli("embed", "--checkpoint", work["export"], work["fonts"], "--out", out)
+    assert rc == 0
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+
+def test_export_stores_a_fitted_temperature_and_old_exports_read_as_one(work):
+    from glyph_train.calibration import export_temperature, fit_temperature
+
+    config = json.loads((work["export"] / "config.json").read_text())
+    assert 0.01 < config["temperature"] < 100
+    assert export_temperature({}) == 1.0 and export_temperature({"temperature": None}) == 1.0
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 8, 4000)
+    true_logits = rng.normal(size=(4000, 8)) + 3.0 * np.eye(8)[labels]
+    # samples drawn from softmax(true_logits): logits scaled by 4 are overconfident by exactly T = 4
+    drawn = np.array([rng.choice(8, p=np.exp(z) / np.exp(z).sum()) for z in true_logits])
+    assert fit_temperature(4.0 * true_logits, drawn) == pytest.approx(4.0, rel=0.1)
+
+
+# ---------------------------------------------------------------------------------------------- embed
+
+
+def test_embed_fonts_writes_index_with_metadata_and_dedupes_outlines(work, index):
+    from glyph_train.inference.index import COLUMNS, load_index
+
+    gi = load_index(index)
+    table = gi.table.to_pylist()
+    assert set(gi.table.column_names) == set(COLUMNS)
+    files = {Path(r["font_file"]).name for r in table}
+    assert files == {"Amiri-sub.ttf", "Abril-sub.ttf"}
+    # every glyph but .notdef, whether or not the cmap maps it (Amiri's positional forms are unmapped)
+    amiri = TTFont(work["amiri"])
+    drawn = [r for r in table if r["font_file"].endswith("Amiri-sub.ttf")]
+    assert len(drawn) <= len(amiri.getGlyphOrder()) - 1 and len(drawn) > len(amiri.getBestCmap())
+    by_name = {r["glyph"]: r for r in drawn}
+    assert by_name["A"]["label"] == "65_isol"
+    assert any(r["label"] == "1576_init" for r in drawn) and any(r["label"] == "1576_fina" for r in drawn)
+    assert all(0.0 <= r["confidence"] <= 1.0 and r["predicted_label"] for r in table)
+    # one vector per distinct outline (and em box): identical outlines share it
+    keys = {(r["outline_hash"], r["upem"], r["ascent"], r["descent"]) for r in table}
+    assert gi.index.ntotal == len(keys) < len(table) or gi.index.ntotal == len(keys) == len(table)
+    vec_of = {}
+    for r in table:
+        assert vec_of.setdefault((r["outline_hash"], r["upem"], r["ascent"], r["descent"]), r["vector"]) == r["vector"]
+    info = json.loads((index / "index.json").read_text())
+    assert info["factory"] == "Flat" and info["img_size"] == 32 and info["fit"] == "em"
+    assert not [p for p in index.parent.iterdir() if p.name.startswith(".index.")], "temporary files left behind"
+
+
+def test_append_adds_only_new_fonts_and_is_idempotent(work, index, tmp_path):
+    import shutil
+
+    from glyph_train.inference.index import load_index
+
+    copy = tmp_path / "index"
+    shutil.copytree(index, copy)
+    before = tree_digest(copy)
+    rc, out = cli("embed", "--checkpoint", work["export"], work["fonts"], "--out", copy, "--append")
+    assert rc == 0 and "nothing new" in out
+    assert tree_digest(copy) == before
+    old = load_index(copy)
+    rc, _ = cli("embed", "--checkpoint", work["export"], work["fonts"], work["extra"], "--out", copy, "--append")
+    assert rc == 0
+    new = load_index(copy)
+    assert new.table.slice(0, len(old.table)).to_pylist() == old.table.to_pylist()
+    added = new.table.slice(len(old.table)).to_pylist()
+    assert added and {Path(r["font_file"]).name for r in added} == {"Bebas-sub.ttf"}
+    np.testing.assert_array_equal(new.vectors(np.arange(old.index.ntotal)), old.vectors(np.arange(old.index.ntotal)))
+    before = tree_digest(copy)
+    rc, _ = cli("embed", "--checkpoint", work["export"], work["fonts"], work["extra"], "--out", copy, "--append")
+    assert rc == 0 and tree_digest(copy) == before
+
+
+def test_embed_from_db_leaves_it_untouched_and_hnsw_factory(work, tmp_path):
+    from glyph_train.inference.index import load_index
+
+    db = work["db"]
+    state = (digest(db), db.stat().st_mtime_ns)
+    rc, _ = cli("embed", "--checkpoint", work["export"], "--db", db, "--out", tmp_path / "idx", "--index-factory", "HNSW16")
+    assert rc == 0 and (digest(db), db.stat().st_mtime_ns) == state
+    gi = load_index(tmp_path / "idx")
+    rows = gi.table.to_pylist()
+    assert all(r["source"] == "db" and r["label"] and r["db"] == str(db) for r in rows)
+    assert gi.info["factory"] == "HNSW16" and "HNSW" in type(gi.index).__name__
+    rc, out = cli("search", "--index", tmp_path / "idx", "--char", "A", "--json", "-k", "3")
+    assert rc == 0 and len(json.loads(out)["results"]) == 3
+
+
+def test_embed_refuses_bad_factory_and_foreign_directory(work, tmp_path, capsys):
+    assert main(["embed", "--checkpoint", str(work["export"]), str(work["latin"]), "--out", str(tmp_path / "a"),
+                 "--index-factory", "NoSuchIndex"]) == 2
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    assert main(["embed", "--checkpoint", str(work["export"]), str(work["latin"]), "--out", str(other)]) == 2
+    assert (other / "notes.txt").read_text() == "keep me"
+    err = capsys.readouterr().err
+    assert "NoSuchIndex" in err and "not a glyph-train index" in err and "Traceback" not in err
+
+
+def test_embed_with_two_processes_equals_one(work, index, tmp_path):
+    from glyph_train.inference.index import load_index
+
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(REPO / "accelerate_configs/cpu_multiprocess.yaml"), "-m", "glyph_train.cli", "embed",
+           "--checkpoint", str(work["export"]), str(work["fonts"]), "--out", str(tmp_path / "two")]
+    res = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    one, two = load_index(index), load_index(tmp_path / "two")
+    assert two.table.to_pylist() == one.table.to_pylist()
+    ids = np.arange(one.index.ntotal)
+    np.testing.assert_allclose(two.vectors(ids), one.vectors(ids), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- search
+
+
+def test_search_char_json_format_and_contact_sheet(work, index, tmp_path):
+    sheet = tmp_path / "sheet.png"
+    rc, out = cli("search", "--index", index, "--char", "ب", "--form", "init", "--font", "Amiri", "-k", "5",
+                  "--json", "--out", sheet)
+    assert rc == 0
+    result = json.loads(out[: out.rindex("}") + 1])
+    assert result["query"]["label"] == "1576_init" and result["query"]["family"] == "Amiri"
+    assert [r["rank"] for r in result["results"]] == [1, 2, 3, 4, 5]
+    for r in result["results"]:
+        assert {"rank", "score", "family", "style", "font", "glyph", "label"} <= set(r)
+    scores = [r["score"] for r in result["results"]]
+    assert scores == sorted(scores, reverse=True)
+    query_glyph = result["query"]["glyph"]
+    assert not any(r["glyph"] == query_glyph and r["family"] == "Amiri" for r in result["results"])
+    img = Image.open(sheet)
+    assert img.width >= 6 * 32 and np.asarray(img.convert("L")).std() > 0
+
+
+def test_search_by_glyph_and_by_image(work, index, tmp_path):
+    rc, out = cli("search", "--index", index, "--glyph", "Abril-sub.ttf:A", "-k", "3", "--json")
+    assert rc == 0
+    res = json.loads(out)
+    assert res["query"]["label"] == "65_isol" and len(res["results"]) == 3
+    # a picture of the same glyph, black on white at another size, finds glyphs too
+    from glyph_train.raster import RenderParams, render
+    from glyph_train.inference.sources import default_face, face_glyphs
+
+    record = next(r for r in face_glyphs(default_face(work["latin"]))[0] if r.glyph == "A")
+    png = tmp_path / "A.png"
+    Image.fromarray(255 - render(record.contours, RenderParams(img_size=96, fit="tight"))).save(png)
+    rc, out = cli("search", "--index", index, "--image", png, "-k", "4", "--json")
+    assert rc == 0 and len(json.loads(out)["results"]) == 4
+    assert main(["search", "--index", str(index), "--char", "ж"]) == 2  # nothing labelled or predicted so
+
+
+# ---------------------------------------------------------------------------------------------- label-font
+
+
+def test_label_font_on_a_stripped_font_writes_csv_and_repaired_font(work, tmp_path):
+    stripped = work["stripped"]
+    before = digest(stripped)
+    out_csv, out_font = tmp_path / "labels.csv", tmp_path / "repaired.ttf"
+    rc, _ = cli("label-font", stripped, "--checkpoint", work["export"], "--out", out_csv, "--write-font", out_font,
+                "--min-confidence", "0")
+    assert rc == 0 and digest(stripped) == before
+    rows = list(csv.reader(out_csv.open(encoding="utf-8")))
+    assert rows[0] == ["glyph", "label", "confidence", "top5"]
+    names = TTFont(stripped).getGlyphOrder()
+    assert [r[0] for r in rows[1:]] == [n for n in names[1:]]  # every glyph but .notdef, in glyph id order
+    labels = json.loads((work["export"] / "labels.json").read_text())
+    assigned = [r[1] for r in rows[1:] if r[1] != "unknown"]
+    assert assigned and len(assigned) == len(set(assigned))  # joint assignment: one glyph per label
+    for glyph, label, conf, top5 in rows[1:]:
+        assert 0.0 <= float(conf) <= 1.0
+        if top5:
+            pairs = [p.rsplit(":", 1) for p in top5.split(";")]
+            assert len(pairs) == 5 and all(lab in labels for lab, _ in pairs)
+            probs = [float(p) for _, p in pairs]
+            assert probs == sorted(probs, reverse=True)
+    repaired = TTFont(out_font)  # post format 3: fontTools names glyphs from the new cmap, so compare glyph ids
+    cmap = {cp: repaired.getGlyphID(name) for cp, name in repaired.getBestCmap().items()}
+    isol = {int(l.split("_")[0]): names.index(g) for g, l, *_ in rows[1:] if l.endswith("_isol")}
+    assert cmap == isol
+    # a high threshold leaves glyphs unknown
+    rc, _ = cli("label-font", stripped, "--checkpoint", work["export"], "--out", tmp_path / "strict.csv",
+                "--min-confidence", "1")
+    assert rc == 0
+    assert {r[1] for r in list(csv.reader((tmp_path / "strict.csv").open()))[1:]} == {"unknown"}
+
+
+def test_label_font_never_overwrites_the_input(work, tmp_path, capsys):
+    stripped = tmp_path / "font.ttf"
+    stripped.write_bytes(work["stripped"].read_bytes())
+    before = digest(stripped)
+    for argv in (["--out", str(tmp_path / "l.csv"), "--write-font", str(stripped)],
+                 ["--out", str(stripped)],
+                 ["--out", str(tmp_path / "l.csv"), "--write-font", str(tmp_path / "." / "font.ttf")]):
+        assert main(["label-font", str(stripped), "--checkpoint", str(work["export"]), *argv]) == 2
+    assert digest(stripped) == before
+    assert "input" in capsys.readouterr().err
+
+
+def shape(path: Path, text: str) -> list[int]:
+    font = hb.Font(hb.Face(path.read_bytes()))
+    buf = hb.Buffer()
+    buf.add_str(text)
+    buf.guess_segment_properties()
+    hb.shape(font, buf, {})
+    return [info.codepoint for info in buf.glyph_infos]
+
+
+def test_repaired_font_shapes_arabic_like_the_original(work, tmp_path):
+    """Labels taken from the original font's cmap and shaping, written into the stripped copy: HarfBuzz then
+    picks the same glyphs (init/medi/fina included) for every word as it does with the original."""
+    from glyph_train.inference.repair import write_repaired_font
+    from glyph_train.inference.sources import known_labels
+    from glyph_train.shaping import Shaper
+
+    truth = known_labels(Shaper(work["amiri"].read_bytes()))
+    names = TTFont(work["stripped"]).getGlyphOrder()
+    out = tmp_path / "repaired.ttf"
+    report = write_repaired_font(work["stripped"], out, {names[gid]: label for gid, label in truth.items()})
+    assert report.substitutions["init"] and report.substitutions["medi"] and report.substitutions["fina"]
+    assert not report.unmapped
+    for word in WORDS:
+        assert shape(out, word) == shape(work["amiri"], word), word
+        assert shape(work["stripped"], word) != shape(work["amiri"], word)  # the stripped font cannot
+    # the positional forms really are substituted: the medial beh is not the isolated one
+    assert shape(out, "ببب")[1] != shape(out, "ب")[0]
+    assert main(["label-font", str(work["stripped"]), "--checkpoint", str(work["export"]), "--out",
+                 str(tmp_path / "x.csv"), "--write-font", str(work["stripped"])]) == 2
+
+
+def test_joint_assignment_gives_each_label_one_glyph():
+    from glyph_train.inference.label_font import assign_labels
+
+    probs = np.array([[0.90, 0.05, 0.05],   # glyph 0 and 1 both prefer label 0; glyph 0 is surer
+                      [0.60, 0.35, 0.05],
+                      [0.34, 0.33, 0.33]])  # too unsure for 0.5
+    np.testing.assert_array_equal(assign_labels(probs, 0.3), [0, 1, 2])
+    np.testing.assert_array_equal(assign_labels(probs, 0.5), [0, -1, -1])
+    assert assign_labels(np.zeros((0, 3)), 0.5).shape == (0,)
