@@ -46,6 +46,14 @@ def describe_label(label: str) -> str:
     return f"{ch} U+{cp:04X} {char_name(cp)}, {m.group(2)}".strip()
 
 
+def short_label(label: str) -> str:
+    """'1576_init' -> 'ب init' for cramped places (the full description goes in a tooltip)."""
+    m = LABEL.match(label or "")
+    if not m or int(m.group(1)) > 0x10FFFF or unicodedata.category(chr(int(m.group(1))))[0] in "CZ":
+        return label
+    return f"{chr(int(m.group(1)))} {m.group(2)}"
+
+
 class Catalog:
     def __init__(self, index_dir: Path, images: PngCache) -> None:
         self.index_dir = Path(index_dir)
