@@ -120,18 +120,20 @@ def embed_selection(model: torch.nn.Module, db: Path, flt, img_size: int, fit: s
     """Render and embed the selected glyphs batch by batch (never all images in memory); rows whose
     outline fails to render are skipped and counted."""
     from glyph_train.db import iter_contours, select_glyphs
-    from glyph_train.pipeline import RenderReport, model_outputs, render_rows
+    from glyph_train.pipeline import model_outputs, render_rows
+    from glyph_train.prepare import RenderFailures
     from glyph_train.raster import RenderParams
 
     selection = select_glyphs(db, flt)
     params = RenderParams(img_size=img_size, fit=fit)
     by_id = {m.glyph_id: m for m in selection.glyphs}
     contours = iter_contours(db, list(by_id))
-    logits, embeddings, names, classes, report = [], [], [], [], RenderReport()
+    failures = RenderFailures(db, len(selection.glyphs))
+    logits, embeddings, names, classes = [], [], [], []
     for _ in range(0, len(by_id), batch_size):
         chunk = [(gid, text, by_id[gid].em) for gid, text in itertools.islice(contours, batch_size)]
-        done = render_rows(chunk, params, skip_blank=False)
-        report.merge(done.report)
+        done = render_rows(chunk, params, skip_blank=False, key_name="glyph_id")
+        failures.add(done.report.failed, done.report.first_error)  # stops once most rows fail
         if not done.keys:
             continue
         lg, emb = model_outputs(model, done.images, batch_size)
@@ -141,8 +143,10 @@ def embed_selection(model: torch.nn.Module, db: Path, flt, img_size: int, fit: s
         classes += [by_id[gid].char_class for gid in done.keys]
     if not names:
         raise GlyphTrainError(f"{db}: no glyph could be rendered with these filters; nothing to evaluate"
-                              + (f" (first failure: glyph_id {report.first_error})" if report.first_error else ""))
-    skipped = {**selection.skipped, "unrenderable": report.failed}
+                              + (f" (first failure: {failures.first})" if failures.first else ""))
+    if failures.count:
+        print(f"evaluate: {failures.line()}")
+    skipped = {**selection.skipped, "unrenderable": failures.count}
     return np.concatenate(logits), np.concatenate(embeddings), names, np.asarray(classes, dtype=object), skipped
 
 

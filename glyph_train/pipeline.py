@@ -26,10 +26,10 @@ class RenderReport:
     first_error: str | None = None  # the first refused outline's reason, prefixed by its key
     errors: list[tuple[Hashable, str]] = field(default_factory=list, repr=False)  # first few, for messages
 
-    def add_failure(self, key: Hashable, reason: str) -> None:
+    def add_failure(self, key: Hashable, reason: str, key_name: str = "") -> None:
         self.failed += 1
         if self.first_error is None:
-            self.first_error = f"{key}: {reason}"
+            self.first_error = f"{key_name} {key}: {reason}" if key_name else f"{key}: {reason}"
         if len(self.errors) < 10:
             self.errors.append((key, reason))
 
@@ -60,9 +60,10 @@ class RenderedRows:
 
 
 def render_rows(rows: Iterable[tuple[Any, str | bytes | list, EmBox | None]], params: RenderParams,
-                skip_blank: bool = True) -> RenderedRows:
+                skip_blank: bool = True, key_name: str = "") -> RenderedRows:
     """Render (key, contours, em box) rows; unrenderable (and, with skip_blank, blank) rows are counted and
-    left out, never raised. `keys` says which rows the images are (a glyph id, a metadata tuple, ...)."""
+    left out, never raised. `keys` says which rows the images are (a glyph id, a glyph name, ...); the
+    report's first error names its row as "{key_name} {key}"."""
     images: list[np.ndarray] = []
     keys: list = []
     report = RenderReport()
@@ -70,7 +71,7 @@ def render_rows(rows: Iterable[tuple[Any, str | bytes | list, EmBox | None]], pa
         try:
             img = render(contours, params, em)
         except ValueError as err:
-            report.add_failure(key, str(err))
+            report.add_failure(key, str(err), key_name)
             continue
         if skip_blank and not img.any():
             report.blank += 1  # e.g. a lone point: nothing for the model to see

@@ -153,13 +153,14 @@ def prepare(db: Path, out: Path, params: RenderParams, split: str = "font", val_
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     try:
-        dsd, render_skips = _render_splits(db, sel.glyphs, parts, index, params, num_proc, stage)
+        dsd, render_skips, first_error = _render_splits(db, sel.glyphs, parts, index, params, num_proc, stage)
         dsd, late_drops = _drop_untrained_labels(dsd, len(label_names))
         counts = _counts(dsd, len(label_names))
         info = {
             "fingerprint": fp, "format": CACHE_FORMAT, "renderer": RENDERER_VERSION, "db": str(db.resolve()),
             "params": asdict(params), "split": split, "val_frac": val_frac, "seed": seed, "filter": flt.to_dict(),
             "selection": sel.stats.to_dict(), "render_skips": render_skips,
+            "first_render_error": first_error,
             "split_report": {"train": len(dsd["train"]), "validation": len(dsd["validation"]),
                              "val_families": parts.val_families,
                              "dropped_val_rows": parts.dropped_val_rows + late_drops[0],
@@ -241,15 +242,18 @@ def _shard_rows(glyphs: Sequence[GlyphMeta], indices: Sequence[int], index: dict
 _META = ("label", "label_name", "glyph_id", "font", "family", "style", "char_class", "joining_group")
 
 
-def _render_shard(task: tuple[str, dict, list[tuple]]) -> tuple[np.ndarray, dict[str, list], dict[str, int]]:
-    """Worker: own read-only connection, contours fetched in chunks; returns an image block + metadata columns."""
+def _render_shard(task: tuple[str, dict, list[tuple]]
+                  ) -> tuple[np.ndarray, dict[str, list], dict[str, int], str | None]:
+    """Worker: own read-only connection, contours fetched in chunks; returns an image block + metadata
+    columns, skip counts and the shard's first render error ("glyph_id N: reason")."""
     db, params, rows = task
     by_id = {row[0]: row for row in rows}
     done = render_rows(((gid, text, EmBox(*by_id[gid][8])) for gid, text in iter_contours(db, list(by_id))),
-                       RenderParams(**params))
+                       RenderParams(**params), key_name="glyph_id")
     kept = [by_id[gid] for gid in done.keys]
     cols = {c: [row[k] for row in kept] for c, k in zip(_META, (1, 2, 0, 3, 4, 5, 6, 7))}
-    return done.images, cols, {"render_failed": done.report.failed, "blank": done.report.blank}
+    skips = {"render_failed": done.report.failed, "blank": done.report.blank}
+    return done.images, cols, skips, done.report.first_error
 
 
 def _arrow_table(images: np.ndarray, cols: dict[str, list], features):
@@ -276,6 +280,7 @@ def _render_splits(db: Path, glyphs: Sequence[GlyphMeta], parts: SplitResult, in
 
     features = cache_features(params.img_size)
     skips: Counter = Counter({"render_failed": 0, "blank": 0})
+    failures = RenderFailures(db, len(parts.train) + len(parts.validation))
     tasks = {name: [(str(db), asdict(params), rows) for rows in _shard_rows(glyphs, idx, index, num_proc)]
              for name, idx in (("train", parts.train), ("validation", parts.validation))}
     procs = max(1, min(num_proc, max(len(t) for t in tasks.values())))
@@ -293,7 +298,8 @@ def _render_splits(db: Path, glyphs: Sequence[GlyphMeta], parts: SplitResult, in
             writer = ArrowWriter(features=features, path=str(path))
             results = pool.imap(_render_shard, split_tasks) if pool else map(_render_shard, split_tasks)
             with tqdm(total=total, unit=" glyphs", desc=f"render {name}", smoothing=0.1) as bar:
-                for images, cols, shard_skips in results:
+                for images, cols, shard_skips, first_error in results:
+                    failures.add(shard_skips["render_failed"], first_error)  # stops once most rows fail
                     if len(images):
                         writer.write_table(_arrow_table(images, cols, features))
                     skips.update(shard_skips)
@@ -305,8 +311,29 @@ def _render_splits(db: Path, glyphs: Sequence[GlyphMeta], parts: SplitResult, in
         if pool is not None:
             pool.terminate()
     if len(out["train"]) == 0:
-        raise GlyphTrainError(f"{db}: no training glyph could be rendered ({dict(skips)})")
-    return datasets.DatasetDict(out), dict(skips)
+        raise GlyphTrainError(f"{db}: no training glyph could be rendered ({dict(skips)}; {failures.first})")
+    if failures.count:
+        print(f"prepare: {failures.line()}")
+    return datasets.DatasetDict(out), dict(skips), failures.first
+
+
+class RenderFailures:
+    """Counts outlines that fail to render; never silent, and fatal once more than half the rows fail
+    (a DB in a format we misread must stop the command, not yield a cache of a few survivors)."""
+
+    def __init__(self, source: Path | str, selected: int) -> None:
+        self.source, self.selected = source, selected
+        self.count, self.first = 0, None
+
+    def add(self, failed: int, first_error: str | None = None) -> None:
+        self.count += failed
+        self.first = self.first or first_error
+        if self.count * 2 > self.selected:
+            raise GlyphTrainError(f"{self.source}: {self.line()}: more than half of the {self.selected:,} selected "
+                                  f"rows; is the contours column in glyph-train's format (README: Contours)?")
+
+    def line(self) -> str:
+        return f"{self.count:,} outline(s) could not be rendered (first: {self.first})"
 
 
 def _drop_untrained_labels(dsd, num_labels: int):

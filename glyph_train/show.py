@@ -22,6 +22,7 @@ from glyph_train.cli import positive_int
 from glyph_train.db import GlyphFilter, GlyphMeta, iter_contours, parse_label_list, select_glyphs
 from glyph_train.errors import GlyphTrainError
 from glyph_train.pipeline import render_rows
+from glyph_train.prepare import RenderFailures
 from glyph_train.raster import FITS, RenderParams
 
 CAPTION_SIZE = 11
@@ -74,18 +75,19 @@ def run(args: argparse.Namespace) -> int:
     glyphs = glyphs[: args.max_glyphs]
 
     by_id = {g.glyph_id: g for g in glyphs}
+    failures = RenderFailures(args.db, len(glyphs))
     done = render_rows(((gid, text, by_id[gid].em) for gid, text in iter_contours(args.db, list(by_id))), params,
-                       skip_blank=False)
-    failed = done.report.failed
+                       skip_blank=False, key_name="glyph_id")
+    failures.add(done.report.failed, done.report.first_error)
     if not done.keys:
         raise GlyphTrainError(f"{args.db}: none of the {len(glyphs)} selected glyphs could be rendered "
-                              f"(first: glyph_id {done.report.first_error})")
+                              f"(first: {done.report.first_error})")
     images = list(done.images)
     sheet = contact_sheet(images, [glyph_caption(by_id[gid]) for gid in done.keys], cols=args.cols or None)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out)
     note = f" (first {len(glyphs)} of {total})" if total > len(glyphs) else ""
-    skipped = f"; {failed} could not be rendered" if failed else ""
+    skipped = f"; {failures.line()}" if failures.count else ""
     print(f"show: wrote {args.out}: {len(images)} glyphs{note}{skipped}")
     return 0
 

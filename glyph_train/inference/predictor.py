@@ -26,7 +26,9 @@ class Predictions:
 class Predictor:
     def __init__(self, export_dir: str | Path, device: str | torch.device = "cpu", batch_size: int = 256) -> None:
         self.export_dir = Path(export_dir)
-        self.model, self.label_names, self.config = load_export(self.export_dir, device)
+        # loaded on the CPU, then moved: safetensors refuses device strings like Accelerate's "cpu:0"
+        self.model, self.label_names, self.config = load_export(self.export_dir, "cpu")
+        self.model.to(device)
         self.device = device
         self.batch_size = batch_size
         self.temperature = export_temperature(self.config)

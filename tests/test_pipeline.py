@@ -1,0 +1,56 @@
+"""pipeline.py: the one outline -> image -> tensor path (render_rows, to_model_input, model_outputs)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from glyph_train.pipeline import render_rows, to_model_input
+from glyph_train.raster import EmBox, RenderParams, render
+from glyph_train.shaping import ContourPen
+
+def _drawn(points: list[tuple[float, float]]) -> str:
+    """Contours JSON as build-db writes it (ContourPen: whatever the DB format is)."""
+    pen = ContourPen()
+    pen.moveTo(points[0])
+    for p in points[1:]:
+        pen.lineTo(p)
+    pen.closePath()
+    return pen.json()
+
+
+SQUARE = _drawn([(0, 0), (100, 0), (100, 100), (0, 100)])
+POINT = _drawn([(5, 5), (5, 5)])
+
+
+def test_render_rows_keeps_order_and_counts_failures_with_the_first_error():
+    params = RenderParams(img_size=16, fit="em")
+    em = EmBox(1000, 800, -200)
+    rows = [(7, SQUARE, em), (8, "not json", em), (9, POINT, em), (10, '[[["bogus", [[1, 2]]]]]', em), (11, SQUARE, em)]
+    done = render_rows(rows, params)
+    assert done.keys == [7, 11] and done.images.shape == (2, 16, 16) and done.images.dtype == np.uint8
+    np.testing.assert_array_equal(done.images[0], render(SQUARE, params, em))
+    assert done.report.failed == 2 and done.report.blank == 1
+    assert done.report.first_error.startswith("8: ") and "JSON" in done.report.first_error
+    assert "2 could not be rendered" in done.report.summary() and "1 blank" in done.report.summary()
+    kept = render_rows(rows, params, skip_blank=False)
+    assert kept.keys == [7, 9, 11] and not kept.images[1].any()
+    empty = render_rows([], params)
+    assert empty.images.shape == (0, 16, 16) and empty.report.summary() == ""
+
+
+def test_to_model_input_one_image_or_a_batch():
+    img = np.arange(16, dtype=np.uint8).reshape(4, 4) * 17
+    img.setflags(write=False)  # like a view over the Arrow cache
+    x = to_model_input(img)
+    assert x.shape == (1, 4, 4) and x.dtype == torch.float32
+    assert x.max().item() == 1.0 and x.min().item() == 0.0
+    batch = to_model_input(np.stack([img, img]))
+    assert batch.shape == (2, 1, 4, 4)
+    torch.testing.assert_close(batch[1], x)
+    assert to_model_input(torch.from_numpy(img.copy())).shape == (1, 4, 4)
+    with pytest.raises(TypeError):
+        to_model_input(img.astype(np.float32))
