@@ -174,12 +174,11 @@ def create_app(options: ServeOptions) -> Flask:
         show = request.args.get("show", "all")
         q = request.args.get("q", "")
         per_page = int_arg("per_page", 100, 1, max(PER_PAGE))
-        rows = reviews.rows(up, show, q)
-        pages = max(1, -(-len(rows) // per_page))
-        page = int_arg("page", 1, 1, pages)
+        rows, total, page = reviews.page(up, show, q, int_arg("page", 1, 1, 1 << 30), per_page)
+        pages = max(1, -(-total // per_page))
         decided = len(up.decisions)
-        return render_template("review.html", upload=up, rows=rows[(page - 1) * per_page: page * per_page],
-                               total=len(rows), page=page, pages=pages, per_page=per_page, show=show, q=q,
+        return render_template("review.html", upload=up, rows=rows,
+                               total=total, page=page, pages=pages, per_page=per_page, show=show, q=q,
                                decided=decided, glyph_count=len(up.glyphs), per_page_choices=PER_PAGE)
 
     @app.post("/review/<upload_id>/delete")
@@ -196,11 +195,10 @@ def create_app(options: ServeOptions) -> Flask:
     @app.get("/api/review/<upload_id>/glyphs")
     def review_glyphs_api(upload_id: str):
         up = reviews.ready(upload_id)
-        rows = reviews.rows(up, request.args.get("show", "all"), request.args.get("q", ""))
-        per_page = int_arg("per_page", 100, 1, max(PER_PAGE))
-        page = int_arg("page", 1, 1, max(1, -(-len(rows) // per_page)))
-        return jsonify({"total": len(rows), "page": page, "per_page": per_page,
-                        "glyphs": rows[(page - 1) * per_page: page * per_page]})
+        per_page = int_arg("per_page", 100, 1, 1000)
+        rows, total, page = reviews.page(up, request.args.get("show", "all"), request.args.get("q", ""),
+                                         int_arg("page", 1, 1, 1 << 30), per_page)
+        return jsonify({"total": total, "page": page, "per_page": per_page, "glyphs": rows})
 
     @app.post("/api/review/<upload_id>/glyphs/<int:glyph_id>")
     def review_decide_api(upload_id: str, glyph_id: int):

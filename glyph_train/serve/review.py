@@ -176,33 +176,43 @@ class Reviews:
 
     # ------------------------------------------------------------------------------------------ glyphs
 
-    def rows(self, upload: Upload, show: str = "all", query: str = "") -> list[dict]:
-        """The glyphs as the review table lists them: least confident first, glyphs that draw nothing last."""
+    def page(self, upload: Upload, show: str = "all", query: str = "", page: int = 1,
+             per_page: int = 100) -> tuple[list[dict], int, int]:
+        """One page of the review table (rows, matching glyphs, page number clamped to the last page): least
+        confident first, glyphs that draw nothing last. Only the page's rows are built."""
         q = query.strip().lower()
-        out = []
+        picked = []
         for g in sorted(upload.glyphs, key=lambda g: (g.argmax == "", g.confidence, g.glyph_id)):
             decided = g.glyph_id in upload.decisions
             if (show == "open" and decided) or (show == "decided" and not decided):
                 continue
-            final = upload.final_label(g)
-            if q and q not in g.glyph.lower() and q not in final.lower() and q not in describe_label(final).lower():
-                continue
-            out.append(self.row(upload, g))
+            if q:
+                final = upload.final_label(g)
+                if q not in g.glyph.lower() and q not in final.lower() and q not in describe_label(final).lower():
+                    continue
+            picked.append(g)
+        pages = max(1, -(-len(picked) // per_page))
+        page = max(1, min(page, pages))
+        holders = self._holders(upload)
+        rows = [self.row(upload, g, holders) for g in picked[(page - 1) * per_page: page * per_page]]
+        return rows, len(picked), page
+
+    def _holders(self, upload: Upload) -> dict[str, list[str]]:
+        """label -> the glyphs that currently have it."""
+        out: dict[str, list[str]] = {}
+        for g in upload.glyphs:
+            out.setdefault(upload.final_label(g), []).append(g.glyph)
         return out
 
-    def row(self, upload: Upload, g: GlyphLabel) -> dict:
+    def row(self, upload: Upload, g: GlyphLabel, holders: dict[str, list[str]] | None = None) -> dict:
         action, final = upload.decisions.get(g.glyph_id, ("", g.label))
+        holders = self._holders(upload) if holders is None else holders
+        conflicts = [] if final == UNKNOWN else [name for name in holders.get(final, []) if name != g.glyph]
         return {"glyph_id": g.glyph_id, "glyph": g.glyph, "label": g.label, "label_text": describe_label(g.label),
                 "suggested": suggested(g), "confidence": round(g.confidence, 4), "argmax": g.argmax,
                 "top5": [{"label": lab, "p": round(p, 4), "text": describe_label(lab)} for lab, p in g.top5],
                 "decision": action, "final": final, "final_text": describe_label(final),
-                "conflicts": self.conflicts(upload, g.glyph_id, final)}
-
-    def conflicts(self, upload: Upload, glyph_id: int, label: str) -> list[str]:
-        """Other glyphs whose label is also `label` (a repaired font maps each label to one glyph)."""
-        if label == UNKNOWN:
-            return []
-        return [g.glyph for g in upload.glyphs if g.glyph_id != glyph_id and upload.final_label(g) == label]
+                "conflicts": conflicts}  # other glyphs with this label: a repaired font maps a label to one glyph
 
     def decide(self, upload: Upload, glyph_id: int, action: str, label: str | None = None) -> dict:
         g = upload.glyph(glyph_id)
