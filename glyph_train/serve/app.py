@@ -14,7 +14,7 @@ from flask import Flask, Response, jsonify, redirect, render_template, request, 
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from glyph_train.errors import GlyphTrainError
-from glyph_train.serve.catalog import Catalog, describe_label, short_label
+from glyph_train.serve.catalog import Catalog, describe_label, label_parts
 from glyph_train.serve.images import PngCache
 from glyph_train.serve.review import Reviews, UploadNotFound
 from glyph_train.unicode_data import FORMS
@@ -56,7 +56,7 @@ def create_app(options: ServeOptions) -> Flask:
     reviews = Reviews(options.uploads, options.export, label_names, str(config.get("fit", "tight")),
                       options.min_confidence, options.timeout, images)
     app.extensions["glyph_train"] = {"catalog": catalog, "reviews": reviews, "images": images}
-    app.jinja_env.filters["short_label"] = short_label
+    app.jinja_env.filters["label_parts"] = label_parts
 
     # ------------------------------------------------------------------------------------------ errors
 

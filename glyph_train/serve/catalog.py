@@ -50,12 +50,13 @@ def describe_label(label: str) -> str:
     return f"{ch} U+{cp:04X} {char_name(cp)}, {m.group(2)}".strip()
 
 
-def short_label(label: str) -> str:
-    """'1576_init' -> 'ب init' for cramped places (the full description goes in a tooltip)."""
+def label_parts(label: str) -> tuple[str, str]:
+    """'1576_init' -> ('ب', 'init') for cramped places (the full description goes in a tooltip); a label
+    that names no printable character -> ('', label)."""
     m = LABEL.match(label or "")
     if not m or int(m.group(1)) > 0x10FFFF or unicodedata.category(chr(int(m.group(1))))[0] in "CZ":
-        return label
-    return f"{chr(int(m.group(1)))} {m.group(2)}"
+        return "", label or ""
+    return chr(int(m.group(1))), m.group(2)
 
 
 class Catalog:
