@@ -8,7 +8,9 @@ do (char_query / search in glyph_train.inference.search), answered from columns 
 
 from __future__ import annotations
 
+import functools
 import re
+import threading
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
@@ -198,10 +200,30 @@ class _Codes:
         return self.codes == wanted[0] if len(wanted) == 1 else np.isin(self.codes, wanted)
 
 
+_SHAPER_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=16)
+def _shaper(font_file: str, face_index: int, instance: str):
+    """One parsed face per indexed font file, kept while its glyphs are being shown (a results page draws
+    many glyphs of few fonts)."""
+    from glyph_train.fonts import sfnt_data
+    from glyph_train.shaping import Shaper
+
+    coords = {k: float(v) for k, v in (p.split("=") for p in instance.split(",") if p)}
+    return Shaper(sfnt_data(Path(font_file)), face_index, coords)
+
+
 def _contours(meta: dict) -> str | None:
     """The indexed glyph's outline, read again from the font file or glyphs.db the index names."""
     from glyph_train.inference.sources import read_contours
 
+    if meta["source"] == "font":
+        try:
+            with _SHAPER_LOCK:
+                return _shaper(meta["font_file"], meta["face_index"], meta["instance"]).glyph_outline(meta["glyph_id"]) or None
+        except (OSError, GlyphTrainError, ValueError):
+            return None  # the font file moved or changed since it was indexed: an empty picture
     return read_contours(meta["source"], meta["font_file"], meta["face_index"], meta["instance"], meta["glyph_id"],
                          Path(meta["db"]) if meta["db"] else None)
 
