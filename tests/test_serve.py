@@ -388,3 +388,23 @@ def test_stopping_the_server_removes_its_uploads(server, work):
     assert rc == 0, err[-2000:]
     assert not list(server.tmp.glob("glyph-train-serve-*"))
     no_traceback(err)
+
+
+def test_serve_command_refuses_bad_index_export_and_busy_port(work, index, tmp_path, monkeypatch, capsys):
+    import socket
+    import tempfile
+
+    from glyph_train.cli import main
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert main(["serve", "--index", str(tmp_path / "nope"), "--checkpoint", str(work["export"])]) == 2
+    assert main(["serve", "--index", str(index), "--checkpoint", str(tmp_path)]) == 2
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--index", str(index), "--checkpoint", str(work["export"]), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert "not a glyph-train index" in err and "not a glyph-train export" in err and "choose another --port" in err
+    no_traceback(err)
+    assert not list(tmp_path.glob("glyph-train-serve-*"))  # the upload folder goes even when start-up fails
