@@ -80,6 +80,8 @@ def test_search_page_grid_and_results(client):
     page = client.get("/search?char=A&k=5").get_data(as_text=True)
     assert page.count('class="card result"') == 5
     assert "LATIN CAPITAL LETTER A" in page and "/img/index/" in page
+    for asset in ("style.css", "search.js", "review.js"):  # package data: installed with the package
+        assert client.get(f"/static/{asset}").status_code == 200
 
 
 def test_search_api_by_char_family_and_row(client):
