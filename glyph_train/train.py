@@ -25,7 +25,7 @@ from glyph_train import config as config_mod
 from glyph_train.checkpoint import Checkpointer, TrainState
 from glyph_train.config import TrainConfig
 from glyph_train.data import load_training_data, make_loaders
-from glyph_train.distributed import check_world_size, make_accelerator
+from glyph_train.distributed import check_same_flags, check_world_size, make_accelerator
 from glyph_train.errors import GlyphTrainError
 from glyph_train.evaluate import evaluate_model, log_retrieval_examples
 from glyph_train.export import save_export
@@ -43,6 +43,7 @@ def train(cfg: TrainConfig) -> dict:
     accelerator = make_accelerator(cfg.mixed_precision, cfg.grad_accum, str(out_dir),
                                    log_with=None if mode == "disabled" else "wandb")
     check_world_size(accelerator, cfg.num_processes)
+    check_same_flags(accelerator, cfg.to_dict())
     accelerator.print(f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}), "
                       f"device {accelerator.device}, {torch.get_num_threads()} threads/process")
     set_seed(cfg.seed)

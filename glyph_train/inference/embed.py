@@ -222,10 +222,10 @@ def _merge(shares: list[Share], existing: GlyphIndex | None, predictor: Predicto
             new_rows.append({**row, "vector": vec, "predicted_label": label, "confidence": conf})
     for line in skipped:
         print(f"embed: {line}", file=sys.stderr)
-    if report.failed or report.blank or empty:
-        print(f"embed: left out {report.failed:,} glyphs that could not be rendered"
-              + (f" (first: {report.first_error})" if report.first_error else "")
-              + f"; {empty:,} glyphs draw nothing", file=sys.stderr)
+    left_out = ([f"{report.failed:,} glyphs that could not be rendered (first: {report.first_error})"]
+                if report.failed else []) + ([f"{empty:,} glyphs that draw nothing"] if empty else [])
+    if left_out:
+        print(f"embed: left out {' and '.join(left_out)}", file=sys.stderr)
     if existing is not None and not new_rows:
         return None
     if not new_rows:

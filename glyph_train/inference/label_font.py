@@ -116,7 +116,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> FontLabels:
     """Predict every glyph of the font's default face and assign labels jointly."""
-    from glyph_train.inference.sources import default_face, face_glyphs
+    from glyph_train.inference.sources import default_face, face_glyphs, glyph_names
 
     face = default_face(font)
     try:
@@ -136,14 +136,11 @@ def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFID
         label, conf = (names[j], float(probs[row, j])) if j >= 0 else (UNKNOWN, float(probs[row, best]))
         out[r.glyph_id] = GlyphLabel(r.glyph, r.glyph_id, label, conf, names[best], top5[row])
     failed = [records[k] for k in set(range(len(records))) - set(rendered.keys)]
-    from glyph_train.inference.sources import glyph_names
-
-    all_names = glyph_names(face)
     for r in failed:
         out[r.glyph_id] = GlyphLabel(r.glyph, r.glyph_id, UNKNOWN, 0.0, "")
+    gid_of = {name: gid for gid, name in enumerate(glyph_names(face))}
     for name in empty:
-        gid = all_names.index(name) if name in all_names else -1
-        out.setdefault(gid, GlyphLabel(name, gid, UNKNOWN, 0.0, ""))
+        out.setdefault(gid_of[name], GlyphLabel(name, gid_of[name], UNKNOWN, 0.0, ""))
     glyphs = [out[g] for g in sorted(out)]
     return FontLabels(font, face.family_name, face.style_name, glyphs, [r.glyph for r in failed])
 

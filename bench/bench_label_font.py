@@ -1,0 +1,130 @@
+"""How well `glyph-train label-font` recovers a font's characters, and how well the repaired font shapes.
+
+For each font (use families the export never trained on): the truth is what the original font says, its cmap
+(`{cp}_isol`) and the glyphs HarfBuzz shapes each joining letter to in init/medi/fina contexts
+(inference.sources.known_labels). The font is then stripped of cmap and GSUB and every glyph renamed
+glyphNNNNN (tests/fontfactory.strip_font), and labelled from outlines alone. Reported, Latin (letters and
+digits) and Arabic separately, over glyphs whose true label the model knows:
+- accuracy of the independent argmax and of the joint assignment (min confidence 0);
+- coverage (share labelled) and precision (share right among labelled) at each --min-confidence;
+- for the repaired font written at --repair-confidence: the share of seeded pseudo-words (Arabic and Latin)
+  whose shaped glyph outline sequence equals the original font's.
+
+    python bench/bench_label_font.py --checkpoint RUN/best FONT [FONT ...] [--thresholds 0.3,0.5,0.7,0.9]
+        [--repair-confidence 0.5] [--words 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import unicodedata
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import uharfbuzz as hb
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from fontfactory import strip_font  # noqa: E402
+
+from glyph_train.inference.label_font import UNKNOWN, label_font  # noqa: E402
+from glyph_train.inference.predictor import Predictor  # noqa: E402
+from glyph_train.inference.repair import write_repaired_font  # noqa: E402
+from glyph_train.inference.sources import known_labels  # noqa: E402
+from glyph_train.shaping import Shaper  # noqa: E402
+from glyph_train.unicode_data import char_class  # noqa: E402
+
+ARABIC_LETTERS = [chr(c) for c in range(0x0627, 0x064B) if unicodedata.category(chr(c)) == "Lo" and c != 0x0640]
+LATIN_LETTERS = [chr(c) for c in range(0x41, 0x5B)] + [chr(c) for c in range(0x61, 0x7B)] + list("0123456789")
+
+
+def group(label: str) -> str | None:
+    cp = int(label.split("_")[0])
+    cls = char_class(cp)
+    if cls == "arabic":
+        return "arabic"
+    if (cls == "latin" and chr(cp).isalpha()) or (cls == "digit" and cp < 0x80):
+        return "latin"
+    return None
+
+
+def words(letters: list[str], count: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return ["".join(rng.choice(letters, size=rng.integers(3, 7))) for _ in range(count)]
+
+
+def outline_sequence(path: Path, text: str) -> list[str]:
+    shaper = Shaper(path.read_bytes())
+    buf = hb.Buffer()
+    buf.add_str(text)
+    buf.guess_segment_properties()
+    hb.shape(shaper.font, buf, {})
+    return [shaper.glyph_outline(info.codepoint) for info in buf.glyph_infos]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("fonts", nargs="+", type=Path)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--thresholds", default="0.3,0.5,0.7,0.8,0.9,0.95")
+    ap.add_argument("--repair-confidence", type=float, default=0.5)
+    ap.add_argument("--words", type=int, default=300)
+    args = ap.parse_args()
+    thresholds = [float(t) for t in args.thresholds.split(",")]
+    predictor = Predictor(args.checkpoint)
+    known = set(predictor.label_names)
+    tally = defaultdict(lambda: defaultdict(int))
+    shaping = defaultdict(lambda: [0, 0])
+    t0 = time.perf_counter()
+    print(f"load {os.getloadavg()[0]:.1f}; export {args.checkpoint} (T={predictor.temperature:.3f})", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for font in args.fonts:
+            truth_by_gid = known_labels(Shaper(font.read_bytes()))
+            stripped = strip_font(font, Path(tmp) / f"stripped{font.suffix}")
+            runs = {t: label_font(stripped, predictor, t) for t in [0.0, *thresholds, args.repair_confidence]}
+            for t, result in runs.items():
+                for g in result.glyphs:
+                    truth = truth_by_gid.get(g.glyph_id)
+                    if truth is None or truth not in known or group(truth) is None:
+                        continue
+                    key = group(truth)
+                    if t == 0.0:
+                        tally[key]["glyphs"] += 1
+                        tally[key]["argmax_right"] += g.argmax == truth
+                        tally[key]["joint_right"] += g.label == truth
+                    if t in thresholds:
+                        tally[key][f"labelled@{t}"] += g.label != UNKNOWN
+                        tally[key][f"right@{t}"] += g.label == truth
+            repaired = Path(tmp) / f"repaired{font.suffix}"
+            write_repaired_font(stripped, repaired, runs[args.repair_confidence].assignment())
+            for script, letters in (("arabic", ARABIC_LETTERS), ("latin", LATIN_LETTERS)):
+                for word in words(letters, args.words, seed=len(script)):
+                    original = outline_sequence(font, word)
+                    if not all(original):
+                        continue  # the original font lacks a letter
+                    shaping[script][0] += outline_sequence(repaired, word) == original
+                    shaping[script][1] += 1
+            print(f"{font.name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    report = {}
+    for key, c in tally.items():
+        n = max(c["glyphs"], 1)
+        report[key] = {"glyphs": c["glyphs"], "argmax_accuracy": round(c["argmax_right"] / n, 4),
+                       "joint_accuracy": round(c["joint_right"] / n, 4),
+                       "at_threshold": {str(t): {"coverage": round(c[f"labelled@{t}"] / n, 4),
+                                                 "precision": round(c[f"right@{t}"] / max(c[f"labelled@{t}"], 1), 4)}
+                                        for t in thresholds}}
+    report["words_shaped_identically"] = {s: {"share": round(a / max(b, 1), 4), "words": b}
+                                          for s, (a, b) in shaping.items()}
+    print(f"load after {os.getloadavg()[0]:.1f}")
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
