@@ -23,8 +23,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from glyph_train.inference.label_font import DEFAULT_MIN_CONFIDENCE
 
-    parser.add_argument("--index", required=True, type=Path, help="index directory written by glyph-train embed")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="export that labels uploaded fonts (run_dir/export)")
+    parser.add_argument("--index", required=True, type=Path, metavar="INDEX_DIR", help="index directory written by glyph-train embed")
+    parser.add_argument("--checkpoint", required=True, type=Path, metavar="EXPORT", help="export that labels uploaded fonts (run_dir/export)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--max-upload-mb", type=float, default=50.0, help="largest font file accepted (default 50 MB)")
