@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "search": ("glyph_train.inference.search", "find look-alike glyphs across the fonts of an index"),
     "label-font": ("glyph_train.inference.label_font",
                    "label every glyph of a font from its outline (CSV) and optionally write a repaired font"),
+    "serve": ("glyph_train.serve.command", "local web pages to search look-alike glyphs and review a font's labels"),
 }
 
 
