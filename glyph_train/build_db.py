@@ -30,8 +30,7 @@ from tqdm import tqdm
 from glyph_train.cli import positive_int
 from glyph_train.errors import GlyphTrainError
 from glyph_train.fonts import FontError, FontFace, error_line, find_font_files, list_faces, sfnt_data
-from glyph_train.paths import check_outputs
-from glyph_train.outputs import check_output_file
+from glyph_train.outputs import check_output_file, check_outputs
 from glyph_train.shaping import Shaper
 from glyph_train.unicode_data import CHAR_CLASSES, char_class, forms_for, is_listed, joining_group, label
 

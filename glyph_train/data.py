@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from glyph_train.augment import AugmentParams, augment
 from glyph_train.config import TrainConfig
 from glyph_train.db import GlyphFilter, parse_label_list
-from glyph_train.paths import default_cache_dir
+from glyph_train.outputs import default_cache_dir
 from glyph_train.pipeline import to_model_input
 from glyph_train.prepare import column_array, images_view, load_prepared, prepare
 from glyph_train.raster import RenderParams

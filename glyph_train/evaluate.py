@@ -102,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from glyph_train.db import filter_from_args
     from glyph_train.export import EXPORT_FILES, load_export
-    from glyph_train.paths import check_outputs, existing_file
+    from glyph_train.outputs import check_outputs, existing_file
 
     check_outputs({"--out": args.out}, {"--db": args.db, "--labels": existing_file(args.labels),
                                         "--checkpoint": [Path(args.checkpoint) / f for f in EXPORT_FILES]})

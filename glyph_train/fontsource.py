@@ -26,7 +26,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Callable, Iterable
 
-from glyph_train import paths
+from glyph_train import outputs
 from glyph_train.errors import GlyphTrainError
 from glyph_train.fonts import FontError, FontFace, list_faces, sfnt_data
 from glyph_train.shaping import Shaper
@@ -93,8 +93,8 @@ def resolve_names(spec: str) -> tuple[list[str], set[str]]:
 
 
 def default_cache_dir() -> Path:
-    """fontsource/ in the user's glyph-train cache folder (paths.default_cache_dir)."""
-    return paths.default_cache_dir() / "fontsource"
+    """fontsource/ in the user's glyph-train cache folder (outputs.default_cache_dir)."""
+    return outputs.default_cache_dir() / "fontsource"
 
 
 def fetch_packages(names: Iterable[str], cache: Path, warn: Callable[[str], None],

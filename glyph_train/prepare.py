@@ -38,8 +38,7 @@ from glyph_train.atomic import replace_dir
 from glyph_train.db import GlyphFilter, GlyphMeta, Selection, add_filter_arguments, filter_from_args, iter_contours, \
     select_glyphs
 from glyph_train.errors import GlyphTrainError
-from glyph_train.paths import check_outputs, existing_file
-from glyph_train.outputs import check_free_space, check_output_dir, declare
+from glyph_train.outputs import check_free_space, check_output_dir, check_outputs, declare, existing_file
 from glyph_train.pipeline import render_rows
 from glyph_train.raster import FITS, RENDERER_VERSION, EmBox, RenderParams
 from glyph_train.splits import SPLIT_VERSION, SPLITS, SplitResult, split_glyphs

@@ -30,9 +30,8 @@ from glyph_train.errors import GlyphTrainError
 from glyph_train.evaluate import evaluate_model, log_retrieval_examples
 from glyph_train.export import save_export
 from glyph_train.losses import distributed_supcon_loss
-from glyph_train.paths import check_outputs, existing_file
+from glyph_train.outputs import check_output_dir, check_outputs, existing_file
 from glyph_train.model import GlyphModel, check_model_name, param_groups
-from glyph_train.outputs import check_output_dir
 from glyph_train.schedule import make_scheduler
 from glyph_train.tracking import MetricsLog, start_tracking, wandb_mode
 

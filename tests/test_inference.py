@@ -20,8 +20,6 @@ import uharfbuzz as hb
 from fontTools.ttLib import TTFont
 from PIL import Image
 
-from dbfactory import DEFAULT_FONTS, write_db
-from fontfactory import fontpkg_file, strip_font, subset_font
 from glyph_train.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,41 +43,11 @@ def tree_digest(path: Path) -> dict[str, str]:
     return {p.name: digest(p) for p in sorted(path.iterdir())}
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("inference")
-    db = write_db(root / "glyphs.db", fonts=[DEFAULT_FONTS[0], DEFAULT_FONTS[2], DEFAULT_FONTS[4]])
-    cmd = [sys.executable, "-m", "glyph_train.train", "--db", str(db.path), "--cache-dir", str(root / "cache"),
-           "--val-frac", "0.3", "--model", "test_vit", "--img-size", "32", "--fit", "em", "--epochs", "2",
-           "--batch-size", "16", "--num-workers", "0", "--num-proc", "1", "--out-dir", str(root / "run"),
-           "--wandb-mode", "disabled"]
-    res = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    fonts = root / "fonts"
-    fonts.mkdir()
-    amiri = subset_font(fontpkg_file("fontpkg_amiri", "Amiri-Regular.ttf"), fonts / "Amiri-sub.ttf", ARABIC + LATIN)
-    latin = subset_font(fontpkg_file("fontpkg_abril_fatface", "AbrilFatface-Regular.ttf"), fonts / "Abril-sub.ttf", LATIN)
-    extra = root / "more" / "Bebas-sub.ttf"
-    extra.parent.mkdir()
-    subset_font(fontpkg_file("fontpkg_bebas_neue", "BebasNeue-Regular.ttf"), extra, LATIN)
-    stripped = strip_font(amiri, root / "Amiri-stripped.ttf")
-    return {"root": root, "db": db.path, "export": root / "run" / "export", "fonts": fonts, "amiri": amiri,
-            "latin": latin, "extra": extra, "stripped": stripped}
-
-
 def cli(*argv: str) -> tuple[int, str]:
     buf = io.StringIO()
     with redirect_stdout(buf):
         rc = main([str(a) for a in argv])
     return rc, buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def index(work) -> Path:
-    out = work["root"] / "index"
-    rc, _ = cli("embed", "--checkpoint", work["export"], work["fonts"], "--out", out)
-    assert rc == 0
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- export

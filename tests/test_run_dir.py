@@ -133,7 +133,7 @@ def test_train_db_without_cache_dir_keeps_one_cache_per_setting_in_the_user_cach
 
     monkeypatch.delenv("GLYPH_TRAIN_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    from glyph_train.paths import default_cache_dir
+    from glyph_train.outputs import default_cache_dir
 
     assert default_cache_dir() == tmp_path / "xdg" / "glyph-train"
     monkeypatch.delenv("XDG_CACHE_HOME")

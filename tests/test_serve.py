@@ -21,7 +21,7 @@ import pytest
 from fontTools.ttLib import TTFont
 from PIL import Image
 
-from test_inference import REPO, env, index, work  # noqa: F401  (fixtures shared with the inference tests)
+from test_inference import REPO, env  # the work/index fixtures live in conftest.py
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 SCREENSHOTS = os.environ.get("GLYPH_TRAIN_SCREENSHOTS")  # a folder: the browser tests save the README's pictures there

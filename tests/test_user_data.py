@@ -20,7 +20,7 @@ from dbfactory import write_db
 from glyph_train.cli import main
 from glyph_train.db import GlyphFilter
 from glyph_train.errors import GlyphTrainError
-from glyph_train.paths import check_outputs
+from glyph_train.outputs import check_outputs
 from glyph_train.prepare import load_prepared, prepare
 from glyph_train.raster import RenderParams
 
