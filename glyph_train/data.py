@@ -33,7 +33,7 @@ class GlyphImages(Dataset):
         self.augment_params = augment_params
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:  # called by Accelerate's loader.set_epoch before each epoch
+    def set_epoch(self, epoch: int) -> None:  # by train.epoch_batches before each epoch (seeds augmentation)
         self.epoch = epoch
 
     def __len__(self) -> int:

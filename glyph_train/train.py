@@ -130,9 +130,10 @@ def train(cfg: TrainConfig) -> dict:
 
 def epoch_batches(accelerator, loader, balanced_sampler, state: TrainState):
     """This epoch's batches (shuffle and augmentation seeded by the epoch), minus those consumed before a resume."""
-    loader.set_epoch(state.epoch)  # Accelerate passes it to the sampler and to the dataset's augmentation
-    if balanced_sampler is not None:  # ...but not to a custom batch sampler behind its shard wrapper
+    loader.set_epoch(state.epoch)  # Accelerate passes it to its seedable sampler, but neither to a custom batch
+    if balanced_sampler is not None:  # sampler behind its shard wrapper...
         balanced_sampler.set_epoch(state.epoch)
+    loader.dataset.set_epoch(state.epoch)  # ...nor, with 2+ processes, to the dataset's augmentation
     batches = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
     return tqdm(batches, desc=f"epoch {state.epoch}", initial=state.batch_in_epoch, total=len(loader),
                 disable=None if accelerator.is_local_main_process else True,  # None: off when not a terminal
