@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from accelerate.utils import broadcast_object_list
 
 from glyph_train.errors import GlyphTrainError
 from glyph_train.metrics import evaluate_embeddings, nearest_neighbours
+from glyph_train.tracking import json_safe
 
 NUM_EXAMPLE_QUERIES = 4
 
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate_embeddings(logits, embeddings, labels, char_classes)
     metrics["unknown_labels"] = sorted(unknown)
     metrics["rows_skipped"] = skipped
-    Path(args.out).write_text(json.dumps(metrics, indent=2, default=_json_default))
+    Path(args.out).write_text(json.dumps(json_safe(metrics), indent=2, allow_nan=False))
     print(f"{len(names)} glyphs, {len(unknown)} labels unknown to the model "
           f"({metrics['num_unknown_labels']} glyphs excluded from top-k); "
           + "  ".join(f"{k}={metrics[k]:.4f}" for k in ("top1", "top5", "hit_at_10", "map_at_r", "effect_size")))
@@ -147,10 +147,3 @@ def embed_selection(model: torch.nn.Module, db: Path, flt, img_size: int, fit: s
     skipped = {**selection.skipped, "unrenderable": bad}
     return np.concatenate(logits), np.concatenate(embeddings), names, np.asarray(classes, dtype=object), skipped
 
-
-def _json_default(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

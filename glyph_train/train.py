@@ -24,14 +24,14 @@ from tqdm.auto import tqdm
 from glyph_train import config as config_mod
 from glyph_train.checkpoint import Checkpointer, TrainState
 from glyph_train.config import TrainConfig
-from glyph_train.data import load_training_data, make_loaders
+from glyph_train.data import check_one_global_batch, load_training_data, make_loaders
 from glyph_train.distributed import check_world_size, make_accelerator
 from glyph_train.errors import GlyphTrainError
 from glyph_train.evaluate import evaluate_model, log_retrieval_examples
 from glyph_train.export import save_export
 from glyph_train.losses import distributed_supcon_loss
 from glyph_train.model import GlyphModel, param_groups
-from glyph_train.schedule import make_scheduler
+from glyph_train.schedule import make_scheduler, optimizer_steps
 from glyph_train.tracking import MetricsLog, start_tracking, wandb_mode
 
 
@@ -49,6 +49,7 @@ def train(cfg: TrainConfig) -> dict:
 
     data = load_training_data(cfg, accelerator)
     cfg.img_size, cfg.fit = data.render["img_size"], data.render["fit"]  # with --data the cache decides
+    check_one_global_batch(cfg.batch_size, len(data.train), accelerator.num_processes)
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(out_dir / "config.yaml")
@@ -58,9 +59,8 @@ def train(cfg: TrainConfig) -> dict:
                        dropout=cfg.dropout)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.lr_backbone, cfg.lr_head, cfg.weight_decay))
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
-    steps_per_epoch = max(1, len(train_loader) // cfg.grad_accum)
-    total_steps = min(steps_per_epoch * cfg.epochs, cfg.max_steps or math.inf)
-    scheduler = make_scheduler(optimizer, cfg.lr_schedule, int(total_steps), cfg.warmup_frac)
+    total_steps = optimizer_steps(len(train_loader), cfg.grad_accum, cfg.epochs, cfg.max_steps)
+    scheduler = make_scheduler(optimizer, cfg.lr_schedule, total_steps, cfg.warmup_frac)
 
     state = TrainState()
     ckpt = Checkpointer(accelerator, model, out_dir, state)
