@@ -25,7 +25,7 @@ from glyph_train import config as config_mod
 from glyph_train.checkpoint import Checkpointer, TrainState
 from glyph_train.config import TrainConfig
 from glyph_train.data import check_one_global_batch, load_training_data, make_loaders
-from glyph_train.distributed import check_world_size, make_accelerator
+from glyph_train.distributed import check_world_size, make_accelerator, resolve_mixed_precision
 from glyph_train.errors import GlyphTrainError
 from glyph_train.evaluate import evaluate_model, log_retrieval_examples
 from glyph_train.export import save_export
@@ -40,11 +40,13 @@ def train(cfg: TrainConfig) -> dict:
         warnings.filterwarnings("ignore")
     out_dir = Path(cfg.out_dir)
     mode = wandb_mode(cfg.wandb_mode)
+    cfg.mixed_precision, precision_reason = resolve_mixed_precision(cfg.mixed_precision)  # saved as resolved
     accelerator = make_accelerator(cfg.mixed_precision, cfg.grad_accum, str(out_dir),
                                    log_with=None if mode == "disabled" else "wandb")
     check_world_size(accelerator, cfg.num_processes)
     accelerator.print(f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}), "
                       f"device {accelerator.device}, {torch.get_num_threads()} threads/process")
+    accelerator.print(f"mixed precision {accelerator.mixed_precision} ({precision_reason})")
     set_seed(cfg.seed)
 
     data = load_training_data(cfg, accelerator)

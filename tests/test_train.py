@@ -33,7 +33,8 @@ def workdir(tmp_path_factory) -> Path:
 def common_args(root: Path, out: str, *extra: str) -> list[str]:
     return ["--db", str(root / "glyphs.db"), "--cache-dir", str(root / "cache"), "--val-frac", "0.3",
             "--model", "test_vit", "--img-size", "32", "--epochs", "2", "--batch-size", "16", "--num-workers", "0",
-            "--log-interval", "5", "--save-every", "3", "--out-dir", str(root / out), *extra]
+            "--log-interval", "5", "--save-every", "3", "--out-dir", str(root / out),
+            "--mixed-precision", "no", *extra]  # fp32 on any CPU: exact comparisons; auto: tests/test_precision.py
 
 
 def env() -> dict[str, str]:
