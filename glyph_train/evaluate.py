@@ -120,9 +120,12 @@ def embed_selection(model: torch.nn.Module, db: Path, flt, img_size: int, fit: s
     from glyph_train.db import iter_contours, select_glyphs
     from glyph_train.raster import RenderParams, render
 
+    from glyph_train.prepare import RenderFailures
+
     selection = select_glyphs(db, flt)
     params = RenderParams(img_size=img_size, fit=fit)
-    logits, embeddings, names, classes, images, bad = [], [], [], [], [], 0
+    failures = RenderFailures(db, len(selection.glyphs))
+    logits, embeddings, names, classes, images = [], [], [], [], []
 
     def flush() -> None:
         out = model(torch.from_numpy(np.stack(images)).unsqueeze(1).float().div_(255.0))
@@ -133,8 +136,8 @@ def embed_selection(model: torch.nn.Module, db: Path, flt, img_size: int, fit: s
     for meta, (_, contours) in zip(selection.glyphs, iter_contours(db, [m.glyph_id for m in selection.glyphs])):
         try:
             images.append(render(contours, params, meta.em))
-        except ValueError:
-            bad += 1
+        except ValueError as e:
+            failures.add(1, f"glyph_id {meta.glyph_id}: {e}")
             continue
         names.append(meta.label)
         classes.append(meta.char_class)
@@ -144,6 +147,8 @@ def embed_selection(model: torch.nn.Module, db: Path, flt, img_size: int, fit: s
         flush()
     if not names:
         raise GlyphTrainError(f"{db}: no glyph could be rendered with these filters; nothing to evaluate")
-    skipped = {**selection.skipped, "unrenderable": bad}
+    if failures.count:
+        print(f"evaluate: {failures.line()}")
+    skipped = {**selection.skipped, "unrenderable": failures.count}
     return np.concatenate(logits), np.concatenate(embeddings), names, np.asarray(classes, dtype=object), skipped
 

@@ -152,13 +152,14 @@ def prepare(db: Path, out: Path, params: RenderParams, split: str = "font", val_
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     try:
-        dsd, render_skips = _render_splits(db, sel.glyphs, parts, index, params, num_proc, stage)
+        dsd, render_skips, first_error = _render_splits(db, sel.glyphs, parts, index, params, num_proc, stage)
         dsd, late_drops = _drop_untrained_labels(dsd, len(label_names))
         counts = _counts(dsd, len(label_names))
         info = {
             "fingerprint": fp, "format": CACHE_FORMAT, "renderer": RENDERER_VERSION, "db": str(db.resolve()),
             "params": asdict(params), "split": split, "val_frac": val_frac, "seed": seed, "filter": flt.to_dict(),
             "selection": sel.stats.to_dict(), "render_skips": render_skips,
+            "first_render_error": first_error,
             "split_report": {"train": len(dsd["train"]), "validation": len(dsd["validation"]),
                              "val_families": parts.val_families,
                              "dropped_val_rows": parts.dropped_val_rows + late_drops[0],
@@ -240,19 +241,23 @@ def _shard_rows(glyphs: Sequence[GlyphMeta], indices: Sequence[int], index: dict
 _META = ("label", "label_name", "glyph_id", "font", "family", "style", "char_class", "joining_group")
 
 
-def _render_shard(task: tuple[str, dict, list[tuple]]) -> tuple[np.ndarray, dict[str, list], dict[str, int]]:
-    """Worker: own read-only connection, contours fetched in chunks; returns an image block + metadata columns."""
+def _render_shard(task: tuple[str, dict, list[tuple]]
+                  ) -> tuple[np.ndarray, dict[str, list], dict[str, int], str | None]:
+    """Worker: own read-only connection, contours fetched in chunks; returns an image block + metadata
+    columns, skip counts and the shard's first render error ("glyph_id N: reason")."""
     db, params, rows = task
     rp = RenderParams(**params)
     images = np.empty((len(rows), rp.img_size, rp.img_size), dtype=np.uint8)
     cols: dict[str, list] = {c: [] for c in _META}
     skips = {"render_failed": 0, "blank": 0}
+    first_error = None
     k = 0
     for row, (gid, text) in zip(rows, iter_contours(db, [r[0] for r in rows])):
         try:
             img = render(text, rp, EmBox(*row[8]))
-        except ValueError:  # well-formed JSON, bad structure: only the renderer's parser can tell
+        except ValueError as e:  # well-formed JSON, bad structure: only the renderer's parser can tell
             skips["render_failed"] += 1
+            first_error = first_error or f"glyph_id {gid}: {e}"
             continue
         if not img.any():
             skips["blank"] += 1  # e.g. a lone point: nothing for the model to see
@@ -261,7 +266,7 @@ def _render_shard(task: tuple[str, dict, list[tuple]]) -> tuple[np.ndarray, dict
         k += 1
         for c, v in zip(_META, (row[1], row[2], row[0], row[3], row[4], row[5], row[6], row[7])):
             cols[c].append(v)
-    return images[:k], cols, skips
+    return images[:k], cols, skips, first_error
 
 
 def _arrow_table(images: np.ndarray, cols: dict[str, list], features):
@@ -288,6 +293,7 @@ def _render_splits(db: Path, glyphs: Sequence[GlyphMeta], parts: SplitResult, in
 
     features = cache_features(params.img_size)
     skips: Counter = Counter({"render_failed": 0, "blank": 0})
+    failures = RenderFailures(db, len(parts.train) + len(parts.validation))
     tasks = {name: [(str(db), asdict(params), rows) for rows in _shard_rows(glyphs, idx, index, num_proc)]
              for name, idx in (("train", parts.train), ("validation", parts.validation))}
     procs = max(1, min(num_proc, max(len(t) for t in tasks.values())))
@@ -305,7 +311,8 @@ def _render_splits(db: Path, glyphs: Sequence[GlyphMeta], parts: SplitResult, in
             writer = ArrowWriter(features=features, path=str(path))
             results = pool.imap(_render_shard, split_tasks) if pool else map(_render_shard, split_tasks)
             with tqdm(total=total, unit=" glyphs", desc=f"render {name}", smoothing=0.1) as bar:
-                for images, cols, shard_skips in results:
+                for images, cols, shard_skips, first_error in results:
+                    failures.add(shard_skips["render_failed"], first_error)  # stops once most rows fail
                     if len(images):
                         writer.write_table(_arrow_table(images, cols, features))
                     skips.update(shard_skips)
@@ -317,8 +324,29 @@ def _render_splits(db: Path, glyphs: Sequence[GlyphMeta], parts: SplitResult, in
         if pool is not None:
             pool.terminate()
     if len(out["train"]) == 0:
-        raise GlyphTrainError(f"{db}: no training glyph could be rendered ({dict(skips)})")
-    return datasets.DatasetDict(out), dict(skips)
+        raise GlyphTrainError(f"{db}: no training glyph could be rendered ({dict(skips)}; {failures.first})")
+    if failures.count:
+        print(f"prepare: {failures.line()}")
+    return datasets.DatasetDict(out), dict(skips), failures.first
+
+
+class RenderFailures:
+    """Counts outlines that fail to render; never silent, and fatal once more than half the rows fail
+    (a DB in a format we misread must stop the command, not yield a cache of a few survivors)."""
+
+    def __init__(self, source: Path | str, selected: int) -> None:
+        self.source, self.selected = source, selected
+        self.count, self.first = 0, None
+
+    def add(self, failed: int, first_error: str | None = None) -> None:
+        self.count += failed
+        self.first = self.first or first_error
+        if self.count * 2 > self.selected:
+            raise GlyphTrainError(f"{self.source}: {self.line()}: more than half of the {self.selected:,} selected "
+                                  f"rows; is the contours column in glyph-train's format (README: Contours)?")
+
+    def line(self) -> str:
+        return f"{self.count:,} outline(s) could not be rendered (first: {self.first})"
 
 
 def _drop_untrained_labels(dsd, num_labels: int):

@@ -1,5 +1,16 @@
 """Contours JSON (fontTools pen protocol, font units, y up) -> anti-aliased uint8 image, ink 255 on 0.
 
+The contours format is the users' glyphs.db format, as the old system wrote it (and as build-db writes it):
+a list of subpaths, each a list of `[op, payload]`:
+
+    ["moveTo", [x, y]]   ["lineTo", [x, y]]                 one point
+    ["curveTo", [[x1, y1], [x2, y2], [x3, y3]]]             a cubic
+    ["qCurveTo", [[x, y], ..., end]]                        a TrueType chain: off-curve points, then the
+                                                            on-curve end (null: an all-off-curve contour)
+    ["closePath", null]
+
+The nested `["moveTo", [[x, y]]]` / `["closePath", []]` form that glyph-train 0.x wrote is read too.
+
 Skia does the scan conversion: nonzero winding, exact quadratic/cubic curves, anti-aliasing. A render is
 one path build plus one draw into a per-thread reused surface, so the cost per glyph is the JSON parse, the
 path build and skia's fill, with no allocation besides the returned array.
@@ -21,10 +32,11 @@ except ImportError:  # pragma: no cover
     from json import loads as _loads
 
 # Bump whenever output pixels can change (fits, anti-aliasing, curve handling): caches key on it.
-RENDERER_VERSION = "skia-2"
+RENDERER_VERSION = "skia-3"  # skia-3: reads the users' one-point moveTo/lineTo
 
 FITS = ("tight", "em")
 _OPS = {"moveTo", "lineTo", "curveTo", "qCurveTo", "closePath", "endPath"}
+_ONE_POINT = ("moveTo", "lineTo")
 
 Contours = list[list[tuple[str, list]]]
 
@@ -95,7 +107,12 @@ def _point(p: Any, where: str) -> tuple[float, float]:
     return float(x), float(y)
 
 
+def _is_flat_point(payload: Sequence) -> bool:
+    return len(payload) == 2 and not isinstance(payload[0], (list, tuple))
+
+
 def _validate(data: Any) -> Contours:
+    """The strict reader: every subpath and segment checked, one-point ops normalised to a point list."""
     if not isinstance(data, (list, tuple)):
         raise ValueError(f"contours must be a list of subpaths, got {type(data).__name__}")
     out: Contours = []
@@ -115,6 +132,8 @@ def _validate(data: Any) -> Contours:
                 payload = []
             if not isinstance(payload, (list, tuple)):
                 raise ValueError(f"{where}: points must be a list")
+            if op in _ONE_POINT and _is_flat_point(payload):
+                payload = [payload]  # the users' ["moveTo", [x, y]]
             if op == "qCurveTo":
                 # The chain's last point (the on-curve end) may be null: an all-off-curve contour.
                 pts = [_point(p, where) for p in payload[:-1]]
@@ -163,7 +182,7 @@ def _build_path(contours: Sequence[Sequence[Sequence]]) -> skia.Path:
         if op != "moveTo" and pts and pts[-1] is not None:
             # Only an all-off-curve chain may open a subpath without moveTo; anything else would make
             # skia start the subpath at (0, 0), so start it at its own first point instead.
-            move_to(*pts[0])
+            move_to(*(pts if op == "lineTo" and len(pts) == 2 else pts[0]))
         for op, pts in sub:
             if op == "qCurveTo":
                 end = pts[-1]
@@ -182,9 +201,9 @@ def _build_path(contours: Sequence[Sequence[Sequence]]) -> skia.Path:
                     x0, y0 = x1, y1
                 quad_to(x0, y0, end[0], end[1])
             elif op == "lineTo":
-                line_to(*pts[0])
+                line_to(*(pts if len(pts) == 2 else pts[0]))  # [x, y] (users' format) or [[x, y]]
             elif op == "moveTo":
-                move_to(*pts[0])
+                move_to(*(pts if len(pts) == 2 else pts[0]))
             elif op == "curveTo":
                 (x1, y1), (x2, y2), (x3, y3) = pts
                 cubic_to(x1, y1, x2, y2, x3, y3)

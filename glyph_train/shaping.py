@@ -25,9 +25,9 @@ _CONTEXTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
 # the end: building nested lists and json.dumps-ing them cost several times HarfBuzz's drawing itself.
 # %g (six significant digits) writes the integer and half-unit coordinates of static fonts exactly, as
 # ints where integral, and an instance's interpolated ones to a hundredth of a unit below 10000.
-_MOVE = ',[["moveTo",[[%g,%g]]]'
-_LINE = ',["lineTo",[[%g,%g]]]'
-_CLOSE = ',["closePath",[]]]'
+_MOVE = ',[["moveTo",[%g,%g]]'  # the users' format: one point for moveTo/lineTo, null for closePath
+_LINE = ',["lineTo",[%g,%g]]'
+_CLOSE = ',["closePath",null]]'
 _END = "]"
 
 
@@ -37,7 +37,8 @@ def _segment(op: str, points: int, null_end: bool = False) -> str:
 
 
 class ContourPen:
-    """fontTools pen protocol receiver that writes contours JSON (font units, y up).
+    """fontTools pen protocol receiver that writes contours JSON (font units, y up) in the users' format
+    (raster.py's docstring): the old system's tools and glyph-train read each other's DBs.
 
     HarfBuzz reports a TrueType chain of off-curve points as single quadratic segments joined at implied
     on-curve midpoints; those midpoints are dropped again so a qCurveTo carries the whole chain.

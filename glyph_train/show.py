@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from glyph_train.cli import positive_int
 from glyph_train.db import GlyphFilter, GlyphMeta, iter_contours, parse_label_list, select_glyphs
 from glyph_train.errors import GlyphTrainError
+from glyph_train.prepare import RenderFailures
 from glyph_train.raster import FITS, RenderParams, render
 
 CAPTION_SIZE = 11
@@ -72,14 +73,15 @@ def run(args: argparse.Namespace) -> int:
     total = len(glyphs)
     glyphs = glyphs[: args.max_glyphs]
 
-    images, captions, failed = [], [], 0
+    images, captions = [], []
+    failures = RenderFailures(args.db, len(glyphs))
     by_id = {g.glyph_id: g for g in glyphs}
     for gid, text in iter_contours(args.db, [g.glyph_id for g in glyphs]):
         g = by_id[gid]
         try:
             images.append(render(text, params, g.em))
-        except ValueError:
-            failed += 1
+        except ValueError as e:
+            failures.add(1, f"glyph_id {gid}: {e}")
             continue
         captions.append(glyph_caption(g))
     if not images:
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out)
     note = f" (first {len(glyphs)} of {total})" if total > len(glyphs) else ""
-    skipped = f"; {failed} could not be rendered" if failed else ""
+    skipped = f"; {failures.line()}" if failures.count else ""
     print(f"show: wrote {args.out}: {len(images)} glyphs{note}{skipped}")
     return 0
 

@@ -123,7 +123,8 @@ def char_class(cp: int) -> str:
 
 
 def pen_to_contours(value: list) -> list:
-    """RecordingPen value -> the DB's JSON structure: subpaths of [op, [[x, y], ...]]."""
+    """RecordingPen value -> the users' JSON structure: subpaths of [op, payload], where moveTo/lineTo
+    carry ONE point [x, y], curveTo/qCurveTo a list of points, closePath null."""
     subpaths, cur = [], []
     for op, args in value:
         if op == "moveTo" and cur:
@@ -131,11 +132,12 @@ def pen_to_contours(value: list) -> list:
             cur = []
         if op in ("closePath", "endPath"):
             if op == "closePath":
-                cur.append(["closePath", []])
+                cur.append(["closePath", None])
             subpaths.append(cur)
             cur = []
             continue
-        cur.append([op, [None if p is None else [round(p[0], 2), round(p[1], 2)] for p in args]])
+        points = [None if p is None else [round(p[0], 2), round(p[1], 2)] for p in args]
+        cur.append([op, points[0] if op in ("moveTo", "lineTo") else points])
     if cur:
         subpaths.append(cur)
     return subpaths
@@ -230,7 +232,7 @@ def write_db(path: str | Path, fonts=DEFAULT_FONTS, latin: str = LATIN, arabic=A
         info.good += info.render_bad  # they pass SQL validation; rendering drops them
     if orphan_rows:
         for _ in range(2):
-            add("no-such-font-hash", "65_isol", '[[["moveTo",[[0,0]]],["lineTo",[[100,0]]],["lineTo",[[0,100]]]]]',
+            add("no-such-font-hash", "65_isol", '[[["moveTo",[0,0]],["lineTo",[100,0]],["lineTo",[0,100]]]]',
                 "NO_JOIN", "latin")
         info.bad["missing_font"] = 2
     conn.commit()
@@ -252,7 +254,7 @@ def write_db_without(path: str | Path, table: str, columns: tuple[str, ...]) -> 
     conn = sqlite3.connect(path)
     conn.executescript(SCHEMA)
     conn.execute("INSERT INTO fonts (file_hash, family_name) VALUES ('h', 'F')")
-    conn.execute("INSERT INTO glyphs VALUES (1, 'h', '65_isol', '[[[\"moveTo\",[[0,0]]],[\"lineTo\",[[9,9]]]]]', "
+    conn.execute("INSERT INTO glyphs VALUES (1, 'h', '65_isol', '[[[\"moveTo\",[0,0]],[\"lineTo\",[9,9]]]]', "
                  "'NO_JOIN', 'latin')")
     if columns:
         for col in columns:

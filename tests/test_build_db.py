@@ -88,14 +88,49 @@ def test_rows_cover_printable_bmp_cmap_only(amiri_db):
     assert len(ids) == len(set(ids)) == len(labels)  # one row per label in one font
 
 
+def read_users_format(text: str) -> list[list[tuple[float, float]]]:
+    """A strict reader of the users' (old system's) contours format, written from its spec, not our code:
+    moveTo/lineTo take ONE point [x, y], curveTo three, qCurveTo off-curve points then an end (null only
+    in an all-off-curve contour), closePath null. Returns each subpath's points."""
+    def point(p) -> tuple[float, float]:
+        assert isinstance(p, list) and len(p) == 2 and all(type(v) in (int, float) for v in p), p
+        return (p[0], p[1])
+
+    out = []
+    for subpath in json.loads(text):
+        points = []
+        for op, payload in subpath:
+            if op in ("moveTo", "lineTo"):
+                points.append(point(payload))
+            elif op == "curveTo":
+                assert len(payload) == 3
+                points += map(point, payload)
+            elif op == "qCurveTo":
+                assert payload and (payload[-1] is not None or (len(payload) > 2 and subpath[0][0] == "qCurveTo"))
+                points += [point(p) for p in payload if p is not None]
+            else:
+                assert op == "closePath" and payload is None, (op, payload)
+        assert subpath[-1] == ["closePath", None]
+        out.append(points)
+    return out
+
+
+def test_every_row_build_db_writes_parses_as_the_users_format(amiri_db):
+    texts = [c for (c,) in rows(amiri_db, "SELECT contours FROM glyphs")]
+    assert len(texts) > 100
+    for text in texts:
+        assert read_users_format(text)
+
+
 def test_contours_json_is_pen_protocol_in_font_units(amiri_db):
     (contours,) = rows(amiri_db, "SELECT contours FROM glyphs WHERE label = '79_isol'")[0]  # O
+    assert contours.startswith('[[["moveTo",[') and not contours.startswith('[[["moveTo",[[')
     subpaths = json.loads(contours)
     assert len(subpaths) == 2  # outer and inner contour
     for subpath in subpaths:
-        assert subpath[0][0] == "moveTo" and subpath[-1] == ["closePath", []]
+        assert subpath[0][0] == "moveTo" and subpath[-1] == ["closePath", None]
         assert {op for op, _ in subpath} <= {"moveTo", "lineTo", "qCurveTo", "curveTo", "closePath"}
-    ys = [pt[1] for subpath in subpaths for _, pts in subpath for pt in pts]
+    ys = [pt[1] for pts in read_users_format(contours) for pt in pts]
     assert -30 < min(ys) and 600 < max(ys) < 700  # y up, cap height scale of a 1000-unit em
 
 

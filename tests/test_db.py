@@ -169,7 +169,7 @@ def test_content_hash_follows_contours(dirty_db, tmp_path):
     shutil.copy(path, copy)
     conn = sqlite3.connect(copy)
     gid = conn.execute("SELECT glyph_id FROM glyphs WHERE label = '65_isol' LIMIT 1").fetchone()[0]
-    conn.execute("UPDATE glyphs SET contours = '[[[\"moveTo\",[[0,0]]],[\"lineTo\",[[5,5]]]]]' WHERE glyph_id = ?",
+    conn.execute("UPDATE glyphs SET contours = '[[[\"moveTo\",[0,0]],[\"lineTo\",[5,5]]]]' WHERE glyph_id = ?",
                  (gid,))
     conn.commit()
     conn.close()

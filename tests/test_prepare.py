@@ -240,7 +240,7 @@ def test_cache_hit_and_fingerprint_changes(prepared, db, tmp_path, capsys):
     conn = sqlite3.connect(copy)
     conn.execute("UPDATE glyphs SET contours = ? WHERE label = '65_isol' AND glyph_id = "
                  "(SELECT MIN(glyph_id) FROM glyphs WHERE label = '65_isol')",
-                 ('[[["moveTo",[[0,0]]],["lineTo",[[500,0]]],["lineTo",[[250,700]]],["closePath",[]]]]',))
+                 ('[[["moveTo",[0,0]],["lineTo",[500,0]],["lineTo",[250,700]],["closePath",null]]]',))
     conn.commit()
     conn.close()
     out2 = tmp_path / "c2"

@@ -26,7 +26,9 @@ def geometry(segments):
 
 
 def flat(contours: str):
-    return [segment for subpath in json.loads(contours or "[]") for segment in subpath]
+    """The users' format (one point for moveTo/lineTo, null for closePath) as pen-protocol segments."""
+    return [[op, [pts] if op in ("moveTo", "lineTo") else pts or []]
+            for subpath in json.loads(contours or "[]") for op, pts in subpath]
 
 
 def assert_same_geometry(ours, theirs, tol):
@@ -87,8 +89,8 @@ def test_pen_records_cubic_offsets_and_all_off_curve_contours():
     pen.qCurveTo((0.0, 0.0), (10.0, 0.0), (10.0, 10.0), None)  # fontTools' all-off-curve contour
     pen.closePath()
     assert json.loads(pen.json()) == [
-        [["moveTo", [[0, 0]]], ["curveTo", [[1, 2], [3.25, 4], [5, 6]]],
-         ["closePath", []]],  # HarfBuzz's explicit closing line is implied by closePath
-        [["qCurveTo", [[10, -0.5], [20, -0.5], [20, 9.5], None]], ["closePath", []]],
+        [["moveTo", [0, 0]], ["curveTo", [[1, 2], [3.25, 4], [5, 6]]],
+         ["closePath", None]],  # HarfBuzz's explicit closing line is implied by closePath
+        [["qCurveTo", [[10, -0.5], [20, -0.5], [20, 9.5], None]], ["closePath", None]],
     ]
     assert ContourPen().json() == ""

@@ -67,7 +67,7 @@ def test_cli_show_writes_a_sheet_and_leaves_the_db_untouched(db, tmp_path, capsy
 def test_cli_show_counts_unrenderable_rows(db, tmp_path, capsys):
     # 66_isol includes rows whose JSON is valid but whose structure is garbage: skipped and counted
     assert main(["show", "--db", str(db), "--labels", "66_isol", "--out", str(tmp_path / "s.png")]) == 0
-    assert "3 could not be rendered" in capsys.readouterr().out
+    assert "3 outline(s) could not be rendered (first: glyph_id " in capsys.readouterr().out
 
 
 def test_cli_show_bad_input(db, tmp_path, capsys):
