@@ -1,14 +1,18 @@
-"""Benchmark 3: exact leave-one-out top-k retrieval of 100k x 128 embeddings, FAISS vs NumPy brute force.
+"""Benchmark 3: exact leave-one-out top-k retrieval of 100k x 128 embeddings: FAISS vs the bf16 re-rank vs NumPy.
 
-Both sides do the same exact search in the same run, on the same data and thread count: every item queries
+All sides do the same exact search in the same run, on the same data and thread count: every item queries
 the whole set, its own index is removed (not its first hit), the k best remain.
-- FAISS: `glyph_train.metrics.nearest_neighbours` (IndexFlatIP; BLAS inner products + fused top-k heaps).
+- FAISS: `glyph_train.metrics.nearest_neighbours(method="faiss")` (IndexFlatIP; BLAS + fused top-k heaps).
+- bf16 re-rank: `nearest_neighbours(method="bf16")` (bf16 matmul + top (k + margin), exact fp32 re-rank, exact
+  fallback for queries the bound cannot prove); what `auto` picks where the CPU has AMX / AVX512-BF16. Where
+  bf16 is emulated (AVX2 only) it is far slower: use a smaller --n there.
 - NumPy: chunks of queries @ all.T (BLAS), own index set to -inf, argpartition, sort of the k kept.
 
 NumPy brute force over all 100k queries takes minutes, so by default it runs on a random subset of queries
 (the gallery is always all N) and its full-set time is extrapolated linearly (cost is linear in the number of
 queries). FAISS is timed on the same subset too (ratio like for like) and on all N. `--numpy-queries 0`
-times NumPy on all N. Also reported: the whole `retrieval_metrics` (search to depth max(k, R) + MAP@R).
+times NumPy on all N (-1 skips NumPy). Also reported: the whole `retrieval_metrics` (search to depth max(k, R)
++ MAP@R) with each method, and whether the two give identical metrics.
 
     python bench/bench_faiss.py [--n 100000] [--dim 128] [--labels 2000] [--noise 2] [--k 10] [--numpy-queries 10000] [--repeats 3] [--threads N]
 """
@@ -23,9 +27,11 @@ import time
 
 import faiss
 import numpy as np
+import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from glyph_train.metrics import nearest_neighbours, retrieval_metrics
+from glyph_train import metrics
+from glyph_train.metrics import native_bf16_matmul, nearest_neighbours, retrieval_metrics
 
 
 def clustered_embeddings(n: int, dim: int, num_labels: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,50 +89,62 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=2000, help="clusters/labels (about n/labels items each)")
     parser.add_argument("--noise", type=float, default=2.0, help="per-coordinate noise around unit-variance centres")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--numpy-queries", type=int, default=10_000, help="NumPy query subset (0 = all n)")
+    parser.add_argument("--numpy-queries", type=int, default=10_000, help="NumPy query subset (0 = all n, -1 = skip)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    # Same thread count for both: FAISS's OpenMP loops and every BLAS (NumPy's and the one FAISS links).
+    # Same thread count for all: FAISS's OpenMP loops, torch's intra-op pool and every BLAS.
     faiss.omp_set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     with threadpool_limits(limits=args.threads):
         blas = [{k: info[k] for k in ("internal_api", "num_threads", "filepath")} for info in threadpool_info()]
         x, labels = clustered_embeddings(args.n, args.dim, args.labels, args.noise, args.seed)
         all_q = np.arange(args.n)
-        sub = (all_q if not args.numpy_queries or args.numpy_queries >= args.n
-               else np.sort(np.random.default_rng(args.seed).choice(args.n, args.numpy_queries, replace=False)))
-
-        times, out = timed_interleaved({
-            "faiss_all": lambda: nearest_neighbours(x, all_q, args.k),
-            "faiss_subset": lambda: nearest_neighbours(x, sub, args.k),
-            "numpy_subset": lambda: numpy_topk(x, sub, args.k),
-        }, args.repeats)
-        tic = time.perf_counter()
-        metrics = retrieval_metrics(x, labels, args.k)
-        metrics_seconds = time.perf_counter() - tic
+        contenders = {
+            "faiss_all": lambda: nearest_neighbours(x, all_q, args.k, method="faiss"),
+            "bf16_rerank_all": lambda: nearest_neighbours(x, all_q, args.k, method="bf16"),
+        }
+        sub = None
+        if args.numpy_queries >= 0:
+            sub = (all_q if not args.numpy_queries or args.numpy_queries >= args.n
+                   else np.sort(np.random.default_rng(args.seed).choice(args.n, args.numpy_queries, replace=False)))
+            contenders["faiss_subset"] = lambda: nearest_neighbours(x, sub, args.k, method="faiss")
+            contenders["numpy_subset"] = lambda: numpy_topk(x, sub, args.k)
+        times, out = timed_interleaved(contenders, args.repeats)
+        retrieval, retrieval_seconds = {}, {}
+        for method in ("faiss", "bf16"):
+            metrics.SEARCH_METHOD = method
+            tic = time.perf_counter()
+            retrieval[method] = retrieval_metrics(x, labels, args.k)
+            retrieval_seconds[method] = time.perf_counter() - tic
         load = os.getloadavg()
 
     med = {name: statistics.median(t) for name, t in times.items()}
-    scale = args.n / len(sub)
     result = {
         "n": args.n, "dim": args.dim, "k": args.k, "labels": args.labels, "noise": args.noise,
         "threads": args.threads, "faiss_omp_max_threads": faiss.omp_get_max_threads(), "cpu_count": os.cpu_count(),
+        "native_bf16_matmul": native_bf16_matmul(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "faiss_version": faiss.__version__, "faiss_blas_threshold": faiss.cvar.distance_compute_blas_threshold,
-        "blas": blas, "repeats": args.repeats, "numpy_queries": len(sub), "loadavg_at_end": load,
-        "faiss_seconds_all_queries": med["faiss_all"],
-        "faiss_seconds_subset": med["faiss_subset"],
-        "numpy_seconds_subset": med["numpy_subset"],
-        "numpy_seconds_all_queries": med["numpy_subset"] * scale,
-        "numpy_all_queries_is_extrapolated": scale != 1.0,
-        "speedup_faiss_vs_numpy_same_queries": med["numpy_subset"] / med["faiss_subset"],
-        "speedup_faiss_all_vs_numpy_extrapolated": med["numpy_subset"] * scale / med["faiss_all"],
-        "retrieval_metrics_seconds_all": metrics_seconds,
-        "retrieval_metrics": {k: metrics[k] for k in ("hit_at_1", "hit_at_10", "map_at_r", "num_queries")},
+        "blas": blas, "repeats": args.repeats, "loadavg_at_end": load,
+        "median_seconds": med,
+        "speedup_bf16_rerank_vs_faiss": med["faiss_all"] / med["bf16_rerank_all"],
+        "rerank_vs_faiss_all_queries": agreement(all_q, *out["faiss_all"], *out["bf16_rerank_all"]),
+        "retrieval_metrics_seconds": retrieval_seconds,
+        "retrieval_metrics_identical": json.dumps(retrieval["faiss"]) == json.dumps(retrieval["bf16"]),
+        "retrieval_metrics": {k: retrieval["faiss"][k] for k in ("hit_at_1", "hit_at_10", "map_at_r", "num_queries")},
         "runs": times,
-        **agreement(sub, *out["faiss_subset"], *out["numpy_subset"]),
     }
+    if sub is not None:
+        scale = args.n / len(sub)
+        result.update({
+            "numpy_queries": len(sub),
+            "numpy_seconds_all_queries": med["numpy_subset"] * scale,
+            "numpy_all_queries_is_extrapolated": scale != 1.0,
+            "speedup_faiss_vs_numpy_same_queries": med["numpy_subset"] / med["faiss_subset"],
+            "faiss_vs_numpy_subset": agreement(sub, *out["faiss_subset"], *out["numpy_subset"]),
+        })
     print(json.dumps(result, indent=2))
 
 

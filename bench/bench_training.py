@@ -5,6 +5,8 @@
       gradient clipping, and the same Dataset/DataLoader settings. Target: trainer/bare >= 0.95.
   (2) loader + augmentation: images/s of that DataLoader (GlyphImages with augmentation, --num-workers
       workers) iterated without a model, against the training rate from (1). Target: >= 5x.
+  (3) bf16 vs fp32 (issue 9): (1) for each --precision (the trainer's --mixed-precision; the bare loop runs
+      under torch.autocast(bfloat16) for bf16, as Accelerate does) and each --img-size, all in one run.
 
 The trainer is run in-process, unchanged, with --max-steps W+M --log-interval gcd(W, M); its rate is read
 from its own metrics.jsonl: (step_b - step_a) * batch / (time_b - time_a) between the records at steps W
@@ -17,8 +19,8 @@ alternate, trainer first then bare first, so a drift of the machine's load hits 
 reported. Both sides share this process and so its torch thread count (--threads). The trainer's final
 evaluation, checkpoint and export come after its last timed step and do not count.
 
-    python bench/bench_training.py [--db DB --limit 5000] [--model levit_128s] [--img-size 128]
-        [--batch-size 64] [--warmup 3] [--steps 9] [--repeats 3] [--threads 1] [--num-workers N]
+    python bench/bench_training.py [--db DB --limit 5000] [--model levit_128s] [--img-size 128 [64 ...]]
+        [--precision no [bf16 ...]] [--batch-size 64] [--warmup 3] [--steps 9] [--repeats 3] [--threads 1] [--num-workers N]
         [--workdir DIR] [--json PATH]
 
 Without --db a glyphs.db is built from every installed fontpkg font (tests/dbfactory.py, ~14k glyphs);
@@ -50,6 +52,7 @@ from glyph_train.config import TrainConfig  # noqa: E402
 from glyph_train.data import make_loaders, open_training_data  # noqa: E402
 from glyph_train.db import GlyphFilter  # noqa: E402
 from glyph_train.losses import supcon_loss  # noqa: E402
+from glyph_train.metrics import native_bf16_matmul  # noqa: E402
 from glyph_train.model import GlyphModel, param_groups  # noqa: E402
 from glyph_train.prepare import prepare  # noqa: E402
 from glyph_train.raster import RenderParams  # noqa: E402
@@ -66,25 +69,26 @@ def load() -> float:
 # ---------------------------------------------------------------------------------------------- data
 
 
-def prepared_cache(args: argparse.Namespace, work: Path) -> Path:
+def prepared_cache(args: argparse.Namespace, work: Path, img_size: int) -> Path:
     db = args.db
     if db is None:
         db = work / "glyphs.db"
         if not db.exists():
             write_db(db, fontpkg_specs(), LATIN)
-    cache = work / f"cache_{args.img_size}"
+    cache = work / f"cache_{img_size}"
     with contextlib.redirect_stdout(sys.stderr):
-        prepare(db, cache, RenderParams(img_size=args.img_size), split="font", val_frac=0.1, seed=0,
+        prepare(db, cache, RenderParams(img_size=img_size), split="font", val_frac=0.1, seed=0,
                 num_proc=2, flt=GlyphFilter(limit=args.limit, seed=0))
     return cache
 
 
-def bare_loader(cfg: TrainConfig) -> tuple[torch.utils.data.DataLoader, int]:
+def bare_loader(cfg: TrainConfig) -> tuple[torch.utils.data.DataLoader, int, int]:
     """The trainer's training DataLoader, built as `load_training_data` + `make_loaders` build it (same
-    Dataset, augmentation, workers, shuffling), minus the Accelerator. Returns it and the class count."""
+    Dataset, augmentation, workers, shuffling), minus the Accelerator. Returns it, the class count and the
+    cache's image size."""
     data = open_training_data(cfg, Path(cfg.data))
     loader, _, _ = make_loaders(cfg, data)
-    return loader, len(data.label_names)
+    return loader, len(data.label_names), data.render["img_size"]
 
 
 # ---------------------------------------------------------------------------------------------- (1)
@@ -132,18 +136,21 @@ def bare_rate(cfg: TrainConfig, warmup: int, steps: int) -> tuple[float, float]:
     """img/s and img per CPU-second of a plain PyTorch loop over steps warmup+1 .. warmup+steps."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
-    loader, num_classes = bare_loader(cfg)
-    model = GlyphModel(cfg.model, num_classes=num_classes, embedding_dim=cfg.embedding_dim, img_size=cfg.img_size,
+    loader, num_classes, img_size = bare_loader(cfg)
+    model = GlyphModel(cfg.model, num_classes=num_classes, embedding_dim=cfg.embedding_dim, img_size=img_size,
                        arcface_margin=cfg.arcface_margin, arcface_scale=cfg.arcface_scale, dropout=cfg.dropout)
     model.to(device)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.lr_backbone, cfg.lr_head, cfg.weight_decay))
     model.train()
     marks: dict[int, tuple[float, float]] = {}
+    bf16 = cfg.mixed_precision == "bf16"
     for step, batch in enumerate(loader, 1):
         x, y = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
-        out = model(x, y)
-        ce = F.cross_entropy(out["logits"], y, label_smoothing=cfg.label_smoothing)
-        loss = ce + cfg.emb_loss_weight * supcon_loss(out["embedding"], batch["group"].to(device), cfg.emb_temperature)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):  # forward only, as Accelerate
+            out = model(x, y)
+            ce = F.cross_entropy(out["logits"], y, label_smoothing=cfg.label_smoothing)
+            loss = ce + cfg.emb_loss_weight * supcon_loss(out["embedding"], batch["group"].to(device),
+                                                          cfg.emb_temperature)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
         optimizer.step()
@@ -162,7 +169,7 @@ def bare_rate(cfg: TrainConfig, warmup: int, steps: int) -> tuple[float, float]:
 
 def loader_rate(cfg: TrainConfig, batches: int) -> float:
     """img/s of the training DataLoader alone, after its first batch (worker start-up excluded)."""
-    loader, _ = bare_loader(cfg)
+    loader, _, _ = bare_loader(cfg)
     it = iter(loader)
     next(it)
     t, n = time.perf_counter(), 0
@@ -180,7 +187,9 @@ def main() -> None:
                     help="existing glyphs.db, opened read-only (default: build one with tests/dbfactory.py)")
     ap.add_argument("--limit", type=int, default=5000, help="glyphs sampled from the DB into the cache")
     ap.add_argument("--model", default="levit_128s")
-    ap.add_argument("--img-size", type=int, default=128)
+    ap.add_argument("--img-size", type=int, nargs="+", default=[128], help="one or more raster sizes")
+    ap.add_argument("--precision", nargs="+", default=["no"], choices=("no", "bf16"),
+                    help="the trainer's --mixed-precision values to compare (no = fp32)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--warmup", type=int, default=3, help="optimizer steps before timing starts")
     ap.add_argument("--steps", type=int, default=9, help="timed optimizer steps per run")
@@ -198,46 +207,68 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_training_"))
     work.mkdir(parents=True, exist_ok=True)
 
-    cache = prepared_cache(args, work)
+    caches = {size: prepared_cache(args, work, size) for size in args.img_size}
 
-    def config(run: str) -> TrainConfig:
-        return TrainConfig(data=str(cache), model=args.model, batch_size=args.batch_size, epochs=1,
+    def config(run: str, size: int, precision: str) -> TrainConfig:
+        return TrainConfig(data=str(caches[size]), model=args.model, batch_size=args.batch_size, epochs=1,
                            max_steps=args.warmup + args.steps, log_interval=math.gcd(args.warmup, args.steps),
                            retrieval_every=10**6, retrieval_cap=256, save_every=0, wandb_mode="disabled",
-                           num_workers=args.num_workers, out_dir=str(work / run), seed=0)
+                           num_workers=args.num_workers, out_dir=str(work / run), seed=0,
+                           mixed_precision=precision)
 
-    res: dict = {"model": args.model, "img_size": args.img_size, "batch_size": args.batch_size,
-                 "threads": torch.get_num_threads(), "num_workers": args.num_workers, "warmup": args.warmup,
-                 "steps": args.steps, "cpus": os.cpu_count(),
-                 "device": "cuda" if torch.cuda.is_available() else "cpu", "load_start": load()}
+    res: dict = {"model": args.model, "img_sizes": args.img_size, "precisions": args.precision,
+                 "batch_size": args.batch_size, "threads": torch.get_num_threads(), "num_workers": args.num_workers,
+                 "warmup": args.warmup, "steps": args.steps, "cpus": os.cpu_count(),
+                 "device": "cuda" if torch.cuda.is_available() else "cpu",
+                 "cpu_native_bf16": native_bf16_matmul(), "load_start": load()}
 
     t = time.perf_counter()
-    res["loader_img_per_s"] = round(loader_rate(config("loader"), args.loader_batches), 1)
-    log(f"loader: {res['loader_img_per_s']} img/s ({args.num_workers} workers, load {load()})")
+    res["loader_img_per_s"] = {}
+    for size in args.img_size:
+        res["loader_img_per_s"][size] = round(loader_rate(config("loader", size, "no"), args.loader_batches), 1)
+        log(f"loader {size} px: {res['loader_img_per_s'][size]} img/s ({args.num_workers} workers, load {load()})")
 
+    # Every (size, precision, side) once per repeat; the side order flips each repeat and the precision order
+    # with it, so a drift of the machine's load hits all alike.
     runs: list[dict] = []
     for r in range(args.repeats):
-        order = ("trainer", "bare") if r % 2 == 0 else ("bare", "trainer")
-        for side in order:
-            load_before, t0 = load(), time.perf_counter()
-            measure = trainer_rate if side == "trainer" else bare_rate
-            wall, cpu = measure(config(f"{side}_{r}"), args.warmup, args.steps)
-            runs.append({"side": side, "repeat": r, "img_per_s": round(wall, 2), "img_per_cpu_s": round(cpu, 2),
-                         "load_before": load_before, "load_after": load(),
-                         "wall_s": round(time.perf_counter() - t0, 1)})
-            log(f"{side} #{r}: {wall:.2f} img/s, {cpu:.2f} img/CPU-s (load {load_before} -> {load()}, "
-                f"{runs[-1]['wall_s']} s)")
+        for size in args.img_size:
+            precisions = args.precision if r % 2 == 0 else args.precision[::-1]
+            for precision in precisions:
+                order = ("trainer", "bare") if r % 2 == 0 else ("bare", "trainer")
+                for side in order:
+                    load_before, t0 = load(), time.perf_counter()
+                    measure = trainer_rate if side == "trainer" else bare_rate
+                    wall, cpu = measure(config(f"{side}_{size}_{precision}_{r}", size, precision),
+                                        args.warmup, args.steps)
+                    runs.append({"side": side, "img_size": size, "precision": precision, "repeat": r,
+                                 "img_per_s": round(wall, 2), "img_per_cpu_s": round(cpu, 2),
+                                 "load_before": load_before, "load_after": load(),
+                                 "wall_s": round(time.perf_counter() - t0, 1)})
+                    log(f"{side} {size} px {precision} #{r}: {wall:.2f} img/s, {cpu:.2f} img/CPU-s "
+                        f"(load {load_before} -> {load()}, {runs[-1]['wall_s']} s)")
 
-    def median(side: str, key: str) -> float:
-        return round(statistics.median(x[key] for x in runs if x["side"] == side), 2)
+    def median(side: str, size: int, precision: str, key: str) -> float:
+        return round(statistics.median(x[key] for x in runs
+                                       if (x["side"], x["img_size"], x["precision"]) == (side, size, precision)), 2)
 
-    trainer, bare = median("trainer", "img_per_s"), median("bare", "img_per_s")
-    trainer_cpu, bare_cpu = median("trainer", "img_per_cpu_s"), median("bare", "img_per_cpu_s")
-    res.update(runs=runs, trainer_img_per_s=trainer, bare_img_per_s=bare, trainer_over_bare=round(trainer / bare, 3),
-               trainer_img_per_cpu_s=trainer_cpu, bare_img_per_cpu_s=bare_cpu,
-               trainer_over_bare_cpu=round(trainer_cpu / bare_cpu, 3),
-               loader_over_training=round(res["loader_img_per_s"] / trainer, 1),
-               load_end=load(), wall_s=round(time.perf_counter() - t, 1))
+    results = []
+    for size in args.img_size:
+        for precision in args.precision:
+            row = {"img_size": size, "precision": precision}
+            for side in ("trainer", "bare"):
+                row[f"{side}_img_per_s"] = median(side, size, precision, "img_per_s")
+                row[f"{side}_img_per_cpu_s"] = median(side, size, precision, "img_per_cpu_s")
+            row["trainer_over_bare"] = round(row["trainer_img_per_s"] / row["bare_img_per_s"], 3)
+            row["trainer_over_bare_cpu"] = round(row["trainer_img_per_cpu_s"] / row["bare_img_per_cpu_s"], 3)
+            row["loader_over_training"] = round(res["loader_img_per_s"][size] / row["trainer_img_per_s"], 1)
+            results.append(row)
+        if {"no", "bf16"} <= set(args.precision):
+            by = {row["precision"]: row for row in results if row["img_size"] == size}
+            for side in ("trainer", "bare"):
+                by["bf16"][f"{side}_bf16_over_fp32"] = round(
+                    by["bf16"][f"{side}_img_per_s"] / by["no"][f"{side}_img_per_s"], 3)
+    res.update(results=results, runs=runs, load_end=load(), wall_s=round(time.perf_counter() - t, 1))
     print(json.dumps(res))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1) + "\n")

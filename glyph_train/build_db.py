@@ -5,6 +5,8 @@ Each face (TTC member, variable-font named instance) is one `fonts` row; each pr
 in its cmap is one `glyphs` row per positional form. Faces already in OUT.db (by content hash and
 instance) are not read again, so re-running only adds what is new. Faces are read in worker processes;
 the main process alone writes, one transaction per face, so an interrupted run leaves whole faces only.
+Several build-db processes may add to one OUT.db at once: each face's transaction takes the write lock
+first (waiting for the others) and re-checks the face and the next glyph id under it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from tqdm import tqdm
 from glyph_train.cli import positive_int
 from glyph_train.errors import GlyphTrainError
 from glyph_train.fonts import FontError, FontFace, error_line, find_font_files, list_faces, sfnt_data
+from glyph_train.paths import check_outputs
+from glyph_train.outputs import check_output_file
 from glyph_train.shaping import Shaper
 from glyph_train.unicode_data import CHAR_CLASSES, char_class, forms_for, is_listed, joining_group, label
 
@@ -65,6 +69,7 @@ OPTIONAL_FONT_COLUMNS = ("face_index", "instance", "source_path")
 GLYPH_COLUMNS = ("f_id", "label", "contours", "joining_group", "char_class")
 
 GlyphRow = tuple[str, str, str, str]  # label, contours, joining_group, char_class
+BUSY_TIMEOUT_S = 600  # how long a face's transaction waits for another build-db writing the same OUT.db
 
 
 @dataclass
@@ -91,11 +96,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "fonts already in OUT.db are not read again whatever the charset")
     parser.add_argument("--jobs", type=positive_int, default=default_jobs(), metavar="N",
                         help="worker processes reading fonts (default: CPUs available, %(default)s)")
+    parser.add_argument("--fontsource", metavar="NAMES|arabic|default",
+                        help="add Google Fonts families from npm's @fontsource/* packages (fetched with npm pack "
+                             "into $GLYPH_TRAIN_CACHE/fontsource or ~/.cache/glyph-train/fontsource): package or "
+                             "family names and the sets arabic (every Arabic-script family) and default "
+                             "(180+ Latin families), comma-separated; a family already in OUT.db is not added again")
 
 
 def run(args: argparse.Namespace) -> int:
     summary = build_db(args.out, args.inputs, fontpkg=args.fontpkg, char_classes=args.charset, jobs=args.jobs,
-                       progress=True)
+                       progress=True, fontsource=args.fontsource)
     print(f"{args.out}: added {summary.fonts_added} fonts ({summary.fonts_present} already present, "
           f"{summary.fonts_skipped} skipped), {summary.glyphs} glyphs, {summary.labels} labels "
           f"in {summary.seconds:.1f} s ({summary.fonts_per_s:.1f} fonts/s)")
@@ -106,14 +116,21 @@ def run(args: argparse.Namespace) -> int:
 
 def build_db(out: Path, inputs: Sequence[str | Path], fontpkg: bool = False,
              char_classes: frozenset[str] | None = None, jobs: int = 1, progress: bool = False,
-             warn: Callable[[str], None] | None = None) -> BuildSummary:
-    """Add every face of the input fonts not yet in `out`; `warn` gets one line per skipped font."""
+             warn: Callable[[str], None] | None = None, fontsource: str | None = None) -> BuildSummary:
+    """Add every face of the input fonts not yet in `out`; `warn` gets one line per skipped font.
+    `fontsource`: @fontsource package names / sets (glyph_train/fontsource.py) to add as well."""
     # tqdm.write keeps a skip line from tearing the progress bar.
     warn = warn or (lambda line: tqdm.write(f"glyph-train build-db: {line}", file=sys.stderr))
     start = time.perf_counter()
-    paths = find_font_files(inputs, fontpkg)  # before touching OUT.db: bad inputs leave no file behind
-    conn = _open_output(out)
+    # before touching OUT.db: bad inputs leave no file behind
+    paths = find_font_files(inputs, fontpkg) if inputs or fontpkg or not fontsource else []
+    check_outputs({"OUT.db": out}, {"font": paths})
     summary = BuildSummary()
+    package_faces: list[FontFace] = []
+    if fontsource:
+        from glyph_train.fontsource import fontsource_faces
+        package_faces, summary.fonts_skipped = fontsource_faces(fontsource, warn)
+    conn = _open_output(out)
     try:
         known = {row[0] for row in conn.execute("SELECT file_hash FROM fonts")}
         faces: list[FontFace] = []
@@ -130,9 +147,10 @@ def build_db(out: Path, inputs: Sequence[str | Path], fontpkg: bool = False,
                 else:
                     known.add(face.file_hash)
                     faces.append(face)
-        font_sql, glyph_sql, font_columns = _insert_statements(conn)
-        # Explicit ids rather than the rowid: a DB made elsewhere may not have glyph_id as its rowid.
-        next_id = conn.execute("SELECT COALESCE(MAX(glyph_id), 0) + 1 FROM glyphs").fetchone()[0]
+        if package_faces:
+            from glyph_train.fontsource import add_package_faces
+            summary.fonts_present += add_package_faces(conn, package_faces, faces, known, warn)
+        statements = _insert_statements(conn)
         labels: set[str] = set()
         results = tqdm(_extract_all(faces, char_classes, jobs), total=len(faces), unit="font",
                        desc="build-db", disable=None if progress else True)  # None: only on a terminal
@@ -141,10 +159,9 @@ def build_db(out: Path, inputs: Sequence[str | Path], fontpkg: bool = False,
                 warn(f"skipped {face.display_name}: {error}")
                 summary.fonts_skipped += 1
                 continue
-            with conn:  # one transaction per face
-                conn.execute(font_sql, _font_values(face, font_columns))
-                conn.executemany(glyph_sql, ((i, face.file_hash, *row) for i, row in enumerate(rows, next_id)))
-            next_id += len(rows)
+            if not _add_face(conn, face, rows, *statements):
+                summary.fonts_present += 1  # another build-db added it meanwhile
+                continue
             summary.fonts_added += 1
             summary.glyphs += len(rows)
             labels.update(row[0] for row in rows)
@@ -179,7 +196,9 @@ def extract_face(face: FontFace, char_classes: frozenset[str] | None = None
                  ) -> tuple[FontFace, list[GlyphRow] | None, str | None]:
     """Worker entry point: the face's glyph rows, or None and a one-line reason."""
     try:
-        rows = font_glyph_rows(Shaper(_sfnt(face.path), face.face_index, dict(face.coords)), char_classes)
+        make_shaper = getattr(face, "shaper", None)  # a face of several files (fontsource) brings its own
+        shaper = make_shaper() if make_shaper else Shaper(_sfnt(face.path), face.face_index, dict(face.coords))
+        rows = font_glyph_rows(shaper, char_classes)
     except Exception as err:  # a font that breaks shaping/drawing is skipped, never the whole build
         return face, None, f"cannot shape or draw ({type(err).__name__}: {error_line(err)})"
     if not rows:  # not added: a font row without glyphs would only stop a later run from adding them
@@ -209,11 +228,35 @@ def _extract_all(faces: list[FontFace], char_classes: frozenset[str] | None, job
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _add_face(conn: sqlite3.Connection, face: FontFace, rows: list[GlyphRow], font_sql: str, glyph_sql: str,
+              font_columns: tuple[str, ...]) -> bool:
+    """Insert one face and its glyphs in one transaction; False when the face is already there. BEGIN
+    IMMEDIATE takes the write lock before anything is read, so the presence check and the next glyph id hold
+    against another process adding to the same DB."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("SELECT 1 FROM fonts WHERE file_hash = ?", (face.file_hash,)).fetchone():
+            conn.execute("ROLLBACK")
+            return False
+        # Explicit ids rather than the rowid: a DB made elsewhere may not have glyph_id as its rowid.
+        first = conn.execute("SELECT COALESCE(MAX(glyph_id), 0) + 1 FROM glyphs").fetchone()[0]
+        conn.execute(font_sql, _font_values(face, font_columns))
+        conn.executemany(glyph_sql, ((i, face.file_hash, *row) for i, row in enumerate(rows, first)))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return True
+
+
 def _open_output(out: Path) -> sqlite3.Connection:
     """Open OUT.db read-write: a new file gets the schema; an existing one must already be a glyphs.db
-    with the required columns (checked before anything is written, so no other SQLite file is touched)."""
+    with the required columns (checked before anything is written, so no other SQLite file is touched).
+    Its folder must be writable too: SQLite writes its journal beside the DB."""
+    check_output_file(out, "OUT.db")
     try:
-        conn = sqlite3.connect(out)
+        # isolation_level=None: transactions are ours (_add_face), not the sqlite3 module's implicit ones.
+        conn = sqlite3.connect(out, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error as err:
         raise GlyphTrainError(f"{out}: cannot open as an SQLite database ({err}); choose another OUT.db") from None

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from glyph_train import outputs
 from glyph_train.errors import GlyphTrainError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -45,14 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, module = build_parser(argv)
     args = parser.parse_args(argv)
+    outputs.reset()
     try:
         return int(module.run(args) or 0)
     except GlyphTrainError as err:
-        print(f"glyph-train {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        line = str(err)
     except KeyboardInterrupt:
         print(f"glyph-train {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a full disk, a read-only filesystem... deep inside pyarrow, SQLite, torch
+        line = outputs.write_error_line(err)
+        if line is None:
+            raise  # a bug: keep the traceback
+    print(f"glyph-train {args.command}: error: {line}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

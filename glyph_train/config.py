@@ -31,9 +31,11 @@ CACHE_FIELDS = ("db", "cache_dir", "limit", "exclude_shaped", "min_label_count",
 @dataclass
 class TrainConfig:
     # data
-    db: str | None = _flag(None, "glyphs.db to train on (rendered into a cache under --cache-dir)")
+    db: str | None = _flag(None, "glyphs.db to train on (rendered once into a cache under --cache-dir)")
     data: str | None = _flag(None, "a prepared cache directory (`glyph-train prepare`); used instead of --db")
-    cache_dir: str = _flag("data/cache", "where --db is rendered to; reused while its fingerprint matches")
+    cache_dir: str | None = _flag(None, "folder of --db render caches, one per fingerprint, reused across runs "
+                                        "(default: $GLYPH_TRAIN_CACHE, else $XDG_CACHE_HOME/glyph-train, "
+                                        "else ~/.cache/glyph-train)")
     limit: int | None = _flag(None, "deterministic sample of N glyphs from --seed")
     exclude_shaped: bool = _flag(False, "leave out labels ending in _shaped")
     min_label_count: int = _flag(1, "drop labels with fewer glyphs than this")
@@ -85,6 +87,8 @@ class TrainConfig:
     seed: int = _flag(0, "seed of sampling, splits, init and augmentation")
     out_dir: str = _flag("runs/latest", "run directory: config, metrics.jsonl, checkpoints, export")
     resume: str | None = _flag(None, "a checkpoint directory, or 'auto' for the newest in --out-dir")
+    overwrite: bool = _flag(False, "start afresh in a --out-dir that holds a run: the old run is moved aside "
+                                   "to OUT_DIR.old-TIMESTAMP, never deleted")
     save_every: int = _flag(0, "also checkpoint every N optimizer steps (0 = each epoch only)")
     log_interval: int = _flag(50, "log training loss every N optimizer steps")
     wandb_project: str = _flag("glyph-train", "W&B project")
@@ -107,6 +111,8 @@ class TrainConfig:
             if fixed:
                 raise GlyphTrainError(f"{', '.join(fixed)} only apply with --db (the cache given by --data "
                                       f"was prepared with its own); drop them or train from --db")
+        if self.overwrite and self.resume:
+            raise GlyphTrainError("--overwrite starts a fresh run and --resume continues one: give only one")
         if self.classes_per_batch and self.batch_size % self.classes_per_batch:
             raise GlyphTrainError(
                 f"--batch-size {self.batch_size} is not a multiple of --classes-per-batch {self.classes_per_batch}")

@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from torch.utils.data import DataLoader, Dataset
 
 from glyph_train.augment import AugmentParams, augment
 from glyph_train.config import TrainConfig
 from glyph_train.db import GlyphFilter, parse_label_list
 from glyph_train.errors import GlyphTrainError
+from glyph_train.paths import default_cache_dir
 from glyph_train.prepare import column_array, images_view, load_prepared, prepare
 from glyph_train.raster import RenderParams
 from glyph_train.samplers import ClassBalancedBatchSampler
@@ -57,6 +59,7 @@ class TrainingData:
     label_names: list[str]
     cache_dir: Path
     render: dict  # the cache's render parameters (img_size, fit, ...)
+    val_fonts: np.ndarray | None = None  # font id per validation row (for top1_equiv)
 
 
 def contrastive_groups(split, mode: str, vocabulary: dict[str, int]) -> np.ndarray:
@@ -69,15 +72,18 @@ def contrastive_groups(split, mode: str, vocabulary: dict[str, int]) -> np.ndarr
 
 
 def load_training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainingData:
-    """Render the DB into the cache once (main process first), then open it on every process."""
+    """Render the DB once into its cache (one per fingerprint under --cache-dir, so runs with other
+    settings keep theirs) on the main process, then open it on every process."""
     if cfg.data:
         cache = Path(cfg.data)
     else:
-        cache = Path(cfg.cache_dir)
+        found = [None]
         with accelerator.main_process_first():
             if accelerator.is_main_process:
-                prepare(Path(cfg.db), cache, RenderParams(img_size=cfg.img_size, fit=cfg.fit), cfg.split,
-                        cfg.val_frac, cfg.seed, cfg.num_proc, glyph_filter(cfg))
+                found[0] = str(prepare(Path(cfg.db), cache_root(cfg),
+                                       RenderParams(img_size=cfg.img_size, fit=cfg.fit), cfg.split, cfg.val_frac,
+                                       cfg.seed, cfg.num_proc, glyph_filter(cfg), per_fingerprint=True).path)
+        cache = Path(broadcast_object_list(found)[0])  # its path names the fingerprint only rank 0 computed
     return open_training_data(cfg, cache)
 
 
@@ -91,7 +97,13 @@ def open_training_data(cfg: TrainConfig, cache: Path) -> TrainingData:
     val = GlyphImages(prepared.validation,
                       contrastive_groups(prepared.validation, cfg.contrastive_grouping, vocabulary), cfg.seed, None)
     return TrainingData(train, val, column_array(prepared.validation, "char_class").astype(object),
-                        prepared.label_names, cache, prepared.info["params"])
+                        prepared.label_names, cache, prepared.info["params"],
+                        column_array(prepared.validation, "font").astype(object))
+
+
+def cache_root(cfg: TrainConfig) -> Path:
+    """--cache-dir, else prepared/ in the user's glyph-train cache folder."""
+    return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir() / "prepared"
 
 
 def glyph_filter(cfg: TrainConfig) -> GlyphFilter:

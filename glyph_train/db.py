@@ -89,7 +89,12 @@ def parse_label_list(value: str | None) -> tuple[str, ...] | None:
         return None
     path = Path(value)
     if path.is_file():
-        items = [ln.split("#", 1)[0].strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+        try:
+            text = path.read_text(encoding="utf-8-sig")  # -sig: a leading BOM (Windows editors) is no label
+        except UnicodeDecodeError as err:
+            raise GlyphTrainError(f"labels file {path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at "
+                                  f"offset {err.start}); save it as UTF-8, one label per line") from None
+        items = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
     elif "/" in value or value.endswith(".txt"):
         raise GlyphTrainError(f"labels file {value} not found")
     else:

@@ -171,3 +171,18 @@ def check_world_size(accelerator: Accelerator, explicit: int = 0) -> None:
             f"the launch asked for {wanted} processes but this run sees {seen} "
             f"({accelerator.distributed_type.value}); on CPU use `{launch}` or `accelerate launch --multi_gpu "
             f"--num_processes {wanted}` (README: Launching)")
+
+
+def check_same_flags(accelerator: Accelerator, config: dict) -> None:
+    """Refuse to train when processes were started with different flags (e.g. nodes launched with different
+    commands): DDP would quietly average the gradients of differently configured runs."""
+    if accelerator.num_processes == 1:
+        return
+    from accelerate.utils import gather_object
+
+    configs = gather_object([config])
+    for rank, other in enumerate(configs[1:], start=1):
+        differ = [f"{k} = {other.get(k)!r} vs {v!r}" for k, v in configs[0].items() if other.get(k) != v]
+        if differ:
+            raise GlyphTrainError(f"process {rank} was started with other flags than process 0 "
+                                  f"({'; '.join(differ)}); start every node with the same trainer flags")

@@ -8,6 +8,7 @@ give every process an equal share of the last batch.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -17,10 +18,12 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from glyph_train.errors import GlyphTrainError
-from glyph_train.metrics import evaluate_embeddings, nearest_neighbours
+from glyph_train.metrics import (confused_pairs, equivalent_top1, evaluate_embeddings, nearest_neighbours,
+                                 predictions)
 from glyph_train.tracking import json_safe
 
 NUM_EXAMPLE_QUERIES = 4
+NUM_CONFUSED_PAIRS = 30
 
 
 @torch.no_grad()
@@ -37,13 +40,19 @@ def collect_outputs(model: torch.nn.Module, loader, accelerator: Accelerator) ->
 
 
 def evaluate_model(model: torch.nn.Module, loader, char_classes: np.ndarray, accelerator: Accelerator,
-                   seed: int) -> tuple[dict, dict]:
-    """Metrics (identical on every process) and a few retrieval examples (main process only)."""
+                   seed: int, fonts: np.ndarray | None = None, images=None) -> tuple[dict, dict]:
+    """Metrics (identical on every process) and a few retrieval examples (main process only). With the
+    dataset's per-row `fonts` and `images`, also top1_equiv (identical outline = identical cached image)."""
     out = collect_outputs(model, loader, accelerator)
     result: list = [None, None]
     if accelerator.is_main_process:
+        equivalence = {}
+        if fonts is not None and images is not None:
+            rows = out["index"]
+            equivalence = {"fonts": fonts[rows], "outline_hashes": [
+                hashlib.blake2b(np.asarray(images[i]).tobytes(), digest_size=12).digest() for i in rows.tolist()]}
         metrics = evaluate_embeddings(out["logits"], out["embedding"], out["label"], char_classes[out["index"]],
-                                      seed=seed)
+                                      seed=seed, **equivalence)
         result = [metrics, example_queries(out, seed)]
     broadcast_object_list(result)  # every process needs the metric that picks the best checkpoint
     model.train()
@@ -89,12 +98,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from glyph_train.db import filter_from_args
-    from glyph_train.export import load_export
+    from glyph_train.export import EXPORT_FILES, load_export
+    from glyph_train.paths import check_outputs, existing_file
 
+    check_outputs({"--out": args.out}, {"--db": args.db, "--labels": existing_file(args.labels),
+                                        "--checkpoint": [Path(args.checkpoint) / f for f in EXPORT_FILES]})
     model, label_names, config = load_export(Path(args.checkpoint))
     fit = args.fit or config.get("fit", "tight")
+    rows: list = []  # (GlyphMeta, outline digest) of each embedded glyph
     logits, embeddings, names, char_classes, skipped = embed_selection(
-        model, Path(args.db), filter_from_args(args), int(config["img_size"]), fit, args.batch_size)
+        model, Path(args.db), filter_from_args(args), int(config["img_size"]), fit, args.batch_size, rows=rows)
     index = {name: i for i, name in enumerate(label_names)}
     # labels the model never saw keep distinct ids past its classes: excluded from top-k, kept in retrieval
     unknown: dict[str, int] = {}
@@ -102,21 +115,71 @@ def run(args: argparse.Namespace) -> int:
         if name not in index and name not in unknown:
             unknown[name] = len(label_names) + len(unknown)
     labels = np.array([index[n] if n in index else unknown[n] for n in names])
-    metrics = evaluate_embeddings(logits, embeddings, labels, char_classes)
+    fonts, digests = [m.font for m, _ in rows], [d for _, d in rows]
+    metrics = evaluate_embeddings(logits, embeddings, labels, char_classes, fonts=fonts, outline_hashes=digests,
+                                  families=[m.family for m, _ in rows])
     metrics["unknown_labels"] = sorted(unknown)
     metrics["rows_skipped"] = skipped
-    Path(args.out).write_text(json.dumps(json_safe(metrics), indent=2, allow_nan=False))
+    out = Path(args.out)
+    pairs = confused_pairs(logits, labels, NUM_CONFUSED_PAIRS, equivalent_top1(logits, labels, fonts, digests))
+    confusions = write_confusions(out, pairs, labels, predictions(logits), rows, label_names, Path(args.db),
+                                  int(config["img_size"]), fit)
+    out.write_text(json.dumps(json_safe(metrics), indent=2, allow_nan=False))
     print(f"{len(names)} glyphs, {len(unknown)} labels unknown to the model "
           f"({metrics['num_unknown_labels']} glyphs excluded from top-k); "
-          + "  ".join(f"{k}={metrics[k]:.4f}" for k in ("top1", "top5", "hit_at_10", "map_at_r", "effect_size")))
-    print(f"wrote {args.out}")
+          + "  ".join(f"{k}={metrics[k]:.4f}" for k in ("top1", "top1_equiv", "top5", "hit_at_10", "map_at_r",
+                                                          "effect_size")))
+    print(f"wrote {args.out}" + "".join(f", {p}" for p in confusions))
     return 0
 
 
+def confusion_paths(out: Path) -> tuple[Path, Path]:
+    """Where the confused pairs go, beside the metrics JSON: OUT_STEM.confusions.json / .png."""
+    return out.with_name(out.stem + ".confusions.json"), out.with_name(out.stem + ".confusions.png")
+
+
+def write_confusions(out: Path, pairs: list[dict], labels: np.ndarray, predicted: np.ndarray, rows: list,
+                     label_names: list[str], db: Path, img_size: int, fit: str) -> list[Path]:
+    """The most confused label pairs as JSON (names, counts, how many top1_equiv forgives) and a contact sheet:
+    per pair, one misclassified glyph and the predicted label as the same font draws it (else any font)."""
+    from glyph_train.db import iter_contours
+    from glyph_train.raster import RenderParams, render
+    from glyph_train.show import contact_sheet
+
+    json_path, png_path = confusion_paths(out)
+    named = [{**p, "true": label_names[p["true"]], "predicted": label_names[p["predicted"]]} for p in pairs]
+    json_path.write_text(json.dumps(named, indent=2))
+    if not pairs:
+        return [json_path]
+    by_font_label = {(meta.font, int(lab)): i for i, ((meta, _), lab) in enumerate(zip(rows, labels))}
+    first_of_label = {}
+    for i, lab in enumerate(labels.tolist()):
+        first_of_label.setdefault(lab, i)
+    cells: list[tuple[int, str]] = []  # (row, caption)
+    for p, name in zip(pairs, named):
+        example = int(np.flatnonzero((labels == p["true"]) & (predicted == p["predicted"]))[0])
+        other = by_font_label.get((rows[example][0].font, p["predicted"]), first_of_label.get(p["predicted"]))
+        identical = f" ({p['equivalent']} same)" if p["equivalent"] else ""  # forgiven by top1_equiv
+        cells.append((example, f"{name['true']} ×{p['count']}{identical}\nas {name['predicted']}"))
+        if other is not None:
+            same = rows[other][0].font == rows[example][0].font
+            cells.append((other, f"{name['predicted']}\n{'same font' if same else 'other font'}"))
+        else:
+            cells.append((example, "(no glyph of\nthat label)"))
+    params = RenderParams(img_size=img_size, fit=fit)
+    wanted = [rows[i][0].glyph_id for i, _ in cells]
+    contours = dict(iter_contours(db, list(dict.fromkeys(wanted))))
+    images = [render(contours[g], params, rows[i][0].em) for (i, _), g in zip(cells, wanted)]
+    contact_sheet(images, [c for _, c in cells], cols=6).save(png_path)
+    return [json_path, png_path]
+
+
 @torch.no_grad()
-def embed_selection(model: torch.nn.Module, db: Path, flt, img_size: int, fit: str, batch_size: int):
+def embed_selection(model: torch.nn.Module, db: Path, flt, img_size: int, fit: str, batch_size: int,
+                    rows: list | None = None):
     """Render and embed the selected glyphs batch by batch (never all images in memory); rows whose
-    outline fails to render are skipped and counted."""
+    outline fails to render are skipped and counted. `rows`, if given, gets (GlyphMeta, digest of the
+    contours text) of each embedded glyph, in output order."""
     from glyph_train.db import iter_contours, select_glyphs
     from glyph_train.raster import RenderParams, render
 
@@ -141,6 +204,8 @@ def embed_selection(model: torch.nn.Module, db: Path, flt, img_size: int, fit: s
             continue
         names.append(meta.label)
         classes.append(meta.char_class)
+        if rows is not None:
+            rows.append((meta, hashlib.blake2b(contours.encode(), digest_size=12).digest()))
         if len(images) == batch_size:
             flush()
     if images:

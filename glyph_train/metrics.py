@@ -1,6 +1,6 @@
-"""Evaluation metrics: classification top-k, exact FAISS leave-one-out retrieval, effect size, by char_class.
+"""Evaluation metrics: classification top-k, exact leave-one-out retrieval, effect size, by char_class.
 
-Pure NumPy + FAISS so the trainer's main process and `glyph-train evaluate` share one implementation.
+NumPy, FAISS and torch (bf16 candidate search) so the trainer's main process and `glyph-train evaluate` share one implementation.
 
 Label conventions (integer labels in the model's class space):
 - Classification counts only labels in [0, num_classes); anything else (e.g. -1 or an index >= the
@@ -17,6 +17,7 @@ import math
 
 import faiss
 import numpy as np
+import torch
 
 from glyph_train.errors import GlyphTrainError
 
@@ -83,6 +84,58 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
+# ------------------------------------------------------------------------------------ ambiguity-aware top-1
+# Some labels are drawn identically (Latin A / Cyrillic А / Greek Α; l / I in many sans; an Arabic fina equal
+# to its isol in some fonts): no model can tell them apart from the outline. top1_equiv also counts a
+# prediction that the same font draws with the very same outline as the true glyph.
+
+
+def predictions(logits: np.ndarray) -> np.ndarray:
+    """The arg-max class of each row (first of tied maxima)."""
+    return np.asarray(logits).argmax(axis=1)
+
+
+def equivalent_top1(logits: np.ndarray, labels: np.ndarray, fonts: np.ndarray | list,
+                    outline_hashes: np.ndarray | list) -> np.ndarray:
+    """Per-item flags: top-1 right, or the predicted label is drawn by the item's font (among the items
+    given) with an outline whose hash equals the item's. Items whose label is not one of the model's
+    classes are False (as for top1). Any hashable font ids and outline hashes (e.g. contours text digests,
+    or rendered-image digests where only images are at hand)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    logits = np.asarray(logits)
+    known, top = _classification_per_item(logits, labels)
+    if len(fonts) != len(labels) or len(outline_hashes) != len(labels):
+        raise ValueError(f"{len(labels)} labels, {len(fonts)} fonts, {len(outline_hashes)} outline hashes")
+    drawn: dict[tuple, set] = {}
+    for font, label, digest in zip(fonts, labels.tolist(), outline_hashes):
+        drawn.setdefault((font, label), set()).add(digest)
+    pred = predictions(logits).tolist()
+    flags = top[1].copy()
+    for i in np.flatnonzero(known & ~top[1]).tolist():
+        flags[i] = outline_hashes[i] in drawn.get((fonts[i], pred[i]), ())
+    return flags
+
+
+def confused_pairs(logits: np.ndarray, labels: np.ndarray, top: int = 30,
+                   equivalent: np.ndarray | None = None) -> list[dict]:
+    """The `top` most frequent (true label, predicted label) errors among known labels, most frequent first
+    (ties by label ids): {"true", "predicted", "count", "equivalent"} with class ids; `equivalent` counts
+    those errors that top1_equiv forgives (given its per-item flags), else it is None."""
+    labels = np.asarray(labels, dtype=np.int64)
+    logits = np.asarray(logits)
+    known = (labels >= 0) & (labels < logits.shape[1])
+    pred = predictions(logits)
+    wrong = known & (pred != labels)
+    pairs, inverse, counts = np.unique(np.stack([labels[wrong], pred[wrong]], axis=1), axis=0,
+                                       return_inverse=True, return_counts=True)
+    forgiven = None
+    if equivalent is not None:
+        forgiven = np.bincount(inverse.ravel(), weights=np.asarray(equivalent)[wrong], minlength=len(pairs))
+    order = sorted(range(len(pairs)), key=lambda j: (-counts[j], *pairs[j]))[:top]
+    return [{"true": int(pairs[j][0]), "predicted": int(pairs[j][1]), "count": int(counts[j]),
+             "equivalent": None if forgiven is None else int(forgiven[j])} for j in order]
+
+
 # --------------------------------------------------------------------------------------------------- retrieval
 
 
@@ -92,24 +145,117 @@ def _build_index(x: np.ndarray) -> faiss.IndexFlatIP:
     return index
 
 
-def _search_leave_one_out(index: faiss.Index, x: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k neighbours of x[queries] excluding each query's own index (not its first hit: identical glyphs
-    tie at similarity 1 and FAISS may rank a duplicate before the query itself). Returns (scores, indices),
-    each (len(queries), min(k, N-1))."""
-    kk = min(k + 1, index.ntotal)
-    scores, idx = index.search(x[queries], kk)
-    is_self = idx == queries[:, None]
-    # More than kk exact ties can push the query out of its own list: then all kk are equally good, drop the last.
-    is_self[~is_self.any(axis=1), -1] = True
-    keep = ~is_self
-    return scores[keep].reshape(len(queries), kk - 1), idx[keep].reshape(len(queries), kk - 1)
+# Neighbour search method: "auto" = "bf16" where the hardware multiplies bf16 natively (AMX or AVX512-BF16),
+# else "faiss". Both are exact; "bf16" forces the re-rank path (slow where bf16 is emulated, e.g. AVX2-only).
+SEARCH_METHOD = "auto"
+# bf16 candidates per query beyond the depth asked for; a query whose candidates cannot prove its top list
+# is searched again exactly (see _bf16_rerank_search).
+_RERANK_MARGIN = 32
+# Rows per chunk of the bf16 score matrix (chunk x N entries).
+_RERANK_CHUNK_ENTRIES = 1 << 25
+_BF16_UNIT_ROUNDOFF = 2.0**-8
+# |bf16 score - exact score| bound for unit vectors: inputs rounded to bf16 (2u + u^2 by Cauchy-Schwarz), the
+# output rounded to bf16 (u), fp32 accumulation and the fp32 re-rank itself (d * 2^-24 each, d <= 2^12 here),
+# and a little for norms that are 1 only to fp32 precision.
+_BF16_SCORE_ERROR = 3 * _BF16_UNIT_ROUNDOFF + _BF16_UNIT_ROUNDOFF**2 + 2 * 2.0**-12 + 1e-5
 
 
-def nearest_neighbours(embeddings: np.ndarray, queries: np.ndarray | list[int], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Leave-one-out top-k of a few queries, e.g. for retrieval images in W&B: (cosine scores, indices), each
+def native_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (otherwise torch emulates it, far slower than fp32)."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private torch API: absent -> False
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def search_method(method: str | None = None) -> str:
+    method = method or SEARCH_METHOD
+    if method == "auto":
+        return "bf16" if native_bf16_matmul() else "faiss"
+    if method not in ("bf16", "faiss"):
+        raise ValueError(f"unknown search method {method!r} (auto, bf16 or faiss)")
+    return method
+
+
+class _LeaveOneOutSearch:
+    """Exact leave-one-out top-k over one set of normalised embeddings, searched repeatedly (batches of
+    queries at different depths). Every method returns an exact fp32 ranking, best score first. They can differ
+    only where scores tie: exactly (the re-rank puts the higher index first, as FAISS orders a tie group it
+    keeps whole; which members of a group straddling the last place FAISS keeps depends on its heap) or to
+    fp32 rounding (BLAS kernels sum the d products in different orders)."""
+
+    def __init__(self, x: np.ndarray, method: str | None = None):
+        self.x = x
+        self.method = search_method(method)
+        if self.method == "faiss":
+            self.index = _build_index(x)
+        else:
+            self.xt = torch.from_numpy(x)
+            self.xb = self.xt.to(torch.bfloat16)
+
+    def __call__(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k neighbours of x[queries] excluding each query's own index (not its first hit: identical
+        glyphs tie at similarity 1 and may rank before the query itself). Returns (scores, indices), each
+        (len(queries), min(k, N-1)), best first."""
+        queries = np.asarray(queries, dtype=np.int64)
+        depth = min(k, len(self.x) - 1)
+        if depth <= 0 or len(queries) == 0:
+            return np.zeros((len(queries), max(depth, 0)), np.float32), np.zeros((len(queries), max(depth, 0)), np.int64)
+        if self.method == "faiss":
+            return self._faiss(queries, depth)
+        return self._bf16_rerank(queries, depth)
+
+    def _faiss(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        kk = depth + 1
+        scores, idx = self.index.search(self.x[queries], kk)
+        is_self = idx == queries[:, None]
+        # More than kk exact ties can push the query out of its own list: then all kk are equally good, drop the last.
+        is_self[~is_self.any(axis=1), -1] = True
+        keep = ~is_self
+        return scores[keep].reshape(len(queries), depth), idx[keep].reshape(len(queries), depth)
+
+    def _bf16_rerank(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """bf16 matrix product -> top (depth + margin) candidates -> exact fp32 scores of those, sorted.
+
+        The candidates prove a query's exact top `depth` when its depth-th exact score exceeds the lowest kept
+        bf16 score plus the bf16 error bound: every item left out scores at most that in fp32, so none can
+        enter or tie. Queries that cannot prove it (or that have every other item as a candidate anyway) are
+        ranked over all N in fp32."""
+        n = len(self.x)
+        width = min(depth + _RERANK_MARGIN, n - 1)
+        out_scores = np.empty((len(queries), depth), np.float32)
+        out_idx = np.empty((len(queries), depth), np.int64)
+        chunk = max(1, _RERANK_CHUNK_ENTRIES // n)
+        for s in range(0, len(queries), chunk):
+            q = torch.from_numpy(queries[s : s + chunk])
+            rows = torch.arange(len(q))
+            approx = self.xb[q] @ self.xb.T
+            approx[rows, q] = -torch.inf
+            floor, cand = approx.topk(width, dim=1)
+            floor = floor[:, -1].float()
+            cand, _ = cand.sort(dim=1, descending=True)  # the stable sort below then puts higher indices first
+            exact = torch.einsum("qd,qcd->qc", self.xt[q], self.xt[cand])
+            exact, order = (-exact).sort(dim=1, stable=True)
+            exact, cand = -exact[:, :depth], cand.gather(1, order[:, :depth])
+            proven = exact[:, -1] > floor + _BF16_SCORE_ERROR
+            if width < n - 1 and not bool(proven.all()):
+                redo = torch.nonzero(~proven).flatten()
+                exact[redo], cand[redo] = self._exact_rows(q[redo], depth)
+            out_scores[s : s + len(q)] = exact.numpy()
+            out_idx[s : s + len(q)] = cand.numpy()
+        return out_scores, out_idx
+
+    def _exact_rows(self, q: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sims = self.xt[q] @ self.xt.T
+        sims[torch.arange(len(q)), q] = -torch.inf
+        neg, order = (-sims.flip(1)).sort(dim=1, stable=True)  # flipped: higher indices first among ties
+        return -neg[:, :depth], len(self.x) - 1 - order[:, :depth]
+
+
+def nearest_neighbours(embeddings: np.ndarray, queries: np.ndarray | list[int], k: int = 10,
+                       method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out top-k of some queries, e.g. for retrieval images in W&B: (cosine scores, indices), each
     (len(queries), min(k, N-1)), best first — FAISS's (D, I) order."""
     x = normalise(embeddings)
-    return _search_leave_one_out(_build_index(x), x, np.asarray(queries, dtype=np.int64), k)
+    return _LeaveOneOutSearch(x, method)(np.asarray(queries, dtype=np.int64), k)
 
 
 def _retrieval_per_query(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -134,7 +280,7 @@ def _retrieval_per_query(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.
     if not is_query.any():
         return is_query, values
 
-    index = _build_index(x)
+    search = _LeaveOneOutSearch(x)
     order = np.flatnonzero(is_query)
     order = order[np.argsort(r[order], kind="stable")]
     table_width = np.minimum(np.maximum(k, r[order]), n - 1) + 1  # per query, non-decreasing
@@ -147,7 +293,7 @@ def _retrieval_per_query(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.
         depth = int(table_width[end - 1]) - 1
         start = end
 
-        _, nbr = _search_leave_one_out(index, x, batch, depth)
+        _, nbr = search(batch, depth)
         rel = labels[nbr] == labels[batch][:, None]  # neighbour has the query's label
         for c in cutoffs:
             values[f"hit_at_{c}"][batch] = rel[:, :c].any(axis=1)
@@ -262,8 +408,14 @@ def evaluate_embeddings(
     k: int = 10,
     seed: int = 0,
     num_pairs: int = 100_000,
+    fonts: np.ndarray | list | None = None,
+    outline_hashes: np.ndarray | list | None = None,
+    families: np.ndarray | list | None = None,
 ) -> dict:
     """All evaluation metrics, overall and per char_class (queries of that class against the whole gallery).
+
+    With `fonts` and `outline_hashes` (per item) also top1_equiv (see `equivalent_top1`); with `families`
+    also by_family {family: same keys}.
 
     Keys: top1, top5, hit_at_1, hit_at_5, hit_at_10 (hit_at_k), precision_at_1, map_at_r, effect_size,
     num_queries (retrieval queries scored), num_unknown_labels (excluded from top-k), num_without_positive
@@ -275,10 +427,15 @@ def evaluate_embeddings(
         raise ValueError(f"{len(embeddings)} embeddings, {len(labels)} labels, {len(char_classes)} char classes")
     x = normalise(embeddings)
     known, top = _classification_per_item(logits, labels)
+    equiv = None
+    if logits is not None and fonts is not None and outline_hashes is not None:
+        equiv = equivalent_top1(logits, labels, fonts, outline_hashes)
     is_query, values = _retrieval_per_query(x, labels, k)
 
     def summary(mask: np.ndarray, anchors: np.ndarray | None) -> dict:
         out = {"top1": _mean(top[1], known & mask), "top5": _mean(top[5], known & mask)}
+        if equiv is not None:
+            out["top1_equiv"] = _mean(equiv, known & mask)
         out.update({name: _mean(v, is_query & mask) for name, v in values.items()})
         out["effect_size"] = effect_size(x, labels, num_pairs=num_pairs, seed=seed, anchors=anchors)
         out["num_queries"] = int((is_query & mask).sum())
@@ -290,4 +447,9 @@ def evaluate_embeddings(
     result["by_char_class"] = {
         cc: summary(char_classes == cc, np.flatnonzero(char_classes == cc)) for cc in sorted(set(char_classes))
     }
+    if families is not None:
+        families = np.asarray(families, dtype=object).astype(str)
+        result["by_family"] = {
+            f: summary(families == f, np.flatnonzero(families == f)) for f in sorted(set(families))
+        }
     return result

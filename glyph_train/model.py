@@ -6,6 +6,7 @@ the classifier made the old system's validation loss explode (see the seed's QUI
 
 from __future__ import annotations
 
+import difflib
 import math
 
 import timm
@@ -14,9 +15,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glyph_train.errors import GlyphTrainError
+
+
+def check_model_name(model_name: str) -> None:
+    """Refuse a name timm cannot build, suggesting the closest ones (checked before any data is rendered)."""
+    source, name = timm.models.parse_model_name(model_name)
+    if source is not None or timm.is_model(name):  # hf-hub:/local-dir: models are resolved by timm itself
+        return
+    names = timm.list_models()
+    by_lower = {n.lower(): n for n in names}
+    close = [by_lower[n] for n in difflib.get_close_matches(name.lower(), by_lower, n=5, cutoff=0.6)]
+    every = f"one of the {len(names)} names in timm.list_models()"
+    hint = f"did you mean {', '.join(close)}? (or {every})" if close else f"choose {every}"
+    raise GlyphTrainError(f"--model {model_name!r} is not a timm model; {hint}")
+
 
 def create_backbone(model_name: str, img_size: int, pretrained: bool = False) -> nn.Module:
     """A timm model with one input channel and no classifier: calling it yields pooled features."""
+    check_model_name(model_name)
     kwargs = dict(pretrained=pretrained, in_chans=1, num_classes=0)
     try:  # transformers (ViT, LeViT, ...) build position tables for a fixed input size
         return timm.create_model(model_name, img_size=img_size, **kwargs)

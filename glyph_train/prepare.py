@@ -11,7 +11,8 @@ On disk (OUT/):
                                            Array2D), label, label_name, glyph_id, font, family, style,
                                            char_class, joining_group; rows in ascending glyph_id
   labels.json                              label name -> index (indices = sorted label names) + counts
-  prepare.json                             fingerprint, parameters, and the selection/render/split report
+  prepare.json                             fingerprint, parameters, the selection/render/split report, and
+                                           `files`: every file this cache wrote (only those are ever replaced)
 
 The trainer reads images through `images_view`: numpy views straight over the Arrow memory map.
 """
@@ -24,6 +25,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -36,6 +38,8 @@ from glyph_train.atomic import replace_dir
 from glyph_train.db import GlyphFilter, GlyphMeta, Selection, add_filter_arguments, filter_from_args, iter_contours, \
     select_glyphs
 from glyph_train.errors import GlyphTrainError
+from glyph_train.paths import check_outputs, existing_file
+from glyph_train.outputs import check_free_space, check_output_dir, declare
 from glyph_train.raster import FITS, RENDERER_VERSION, EmBox, RenderParams, render
 from glyph_train.splits import SPLIT_VERSION, SPLITS, SplitResult, split_glyphs
 
@@ -43,6 +47,7 @@ CACHE_FORMAT = 1  # bump when the on-disk layout or column meaning changes
 SHARD_ROWS = 500  # rows per render task: 8 MB of 128 px images in flight, a smooth progress bar
 LABELS_FILE = "labels.json"
 INFO_FILE = "prepare.json"
+LEGACY_LAYOUT = ("dataset_dict.json", "train", "validation", LABELS_FILE, INFO_FILE)  # caches without `files`
 COLUMNS = ("image", "label", "label_name", "glyph_id", "font", "family", "style", "char_class", "joining_group")
 
 
@@ -72,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         params = RenderParams(img_size=args.img_size, fit=args.fit)
     except ValueError as e:
         raise GlyphTrainError(str(e)) from None
+    check_outputs({"--out": args.out}, {"--db": args.db, "--labels": existing_file(args.labels)})
+    declare(args.out, "--out")
     prepare(args.db, args.out, params, args.split, args.val_frac, args.seed, args.num_proc, filter_from_args(args))
     return 0
 
@@ -125,15 +132,20 @@ def fingerprint_of(sel: Selection, params: RenderParams, split: str, val_frac: f
 
 
 def prepare(db: Path, out: Path, params: RenderParams, split: str = "font", val_frac: float = 0.1, seed: int = 0,
-            num_proc: int = 1, flt: GlyphFilter = GlyphFilter()) -> PreparedData:
-    """Render `db` into the cache at `out`, or reuse `out` when its fingerprint matches."""
+            num_proc: int = 1, flt: GlyphFilter = GlyphFilter(), per_fingerprint: bool = False) -> PreparedData:
+    """Render `db` into the cache at `out`, or reuse `out` when its fingerprint matches. With
+    `per_fingerprint`, `out` is a folder of caches and this one is `out/<fingerprint[:16]>`, so caches made
+    with other settings are neither rebuilt nor replaced."""
     t0 = time.perf_counter()
-    db, out = Path(db), Path(out)
+    db, out = Path(db), check_output_dir(out, writable=False)  # a read-only cache can still be reused
+    check_outputs({"cache": out}, {"--db": db})
     sel = select_glyphs(db, flt, hash_content=True)
     print(f"prepare: {sel.stats.summary()}")
     if not sel.glyphs:
         raise GlyphTrainError(f"{db}: no glyphs left to prepare after filtering ({sel.stats.summary()})")
     fp = fingerprint_of(sel, params, split, val_frac, seed, flt)
+    if per_fingerprint:
+        out = out / fp[:16]
     if _cached_fingerprint(out) == fp:
         data = load_prepared(out)
         data.cache_hit = True
@@ -141,6 +153,11 @@ def prepare(db: Path, out: Path, params: RenderParams, split: str = "font", val_
               f"{len(data.validation):,} validation, {len(data.label_names):,} labels")
         return data
     _check_replaceable(out)
+    check_output_dir(out)
+    # Every image is written twice before the staging copy goes: the render's Arrow file, then the saved cache.
+    check_free_space(out, 2 * len(sel.glyphs) * params.img_size ** 2,
+                     f"rendering {len(sel.glyphs):,} glyphs at {params.img_size}x{params.img_size} px",
+                     "lower --img-size, select fewer glyphs, or choose a folder on a bigger disk")
 
     parts = split_glyphs(sel.glyphs, split, val_frac, seed)
     print(f"prepare: {parts.summary()}")
@@ -172,9 +189,10 @@ def prepare(db: Path, out: Path, params: RenderParams, split: str = "font", val_
         _write_json(final / LABELS_FILE, {"fingerprint": fp, "num_labels": len(label_names), "labels": [
             {"name": n, "index": k, "count": int(counts[0][k] + counts[1][k]), "train": int(counts[0][k]),
              "validation": int(counts[1][k])} for k, n in enumerate(label_names)]})
+        info["files"] = sorted([*_files_under(final), INFO_FILE])
         _write_json(final / INFO_FILE, info)  # written last: its presence marks a complete cache
         del dsd  # release the staging files' memory maps before moving them
-        replace_dir(final, out)
+        replace_dir(final, out, owned=_foreign_files)  # re-checked: a file may have appeared while rendering
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
@@ -198,8 +216,46 @@ def _cached_fingerprint(out: Path) -> str | None:
 
 def _check_replaceable(out: Path) -> None:
     """Only ever replace an earlier cache or an empty directory, never someone's other files."""
-    if out.exists() and not (out / INFO_FILE).exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise GlyphTrainError(f"{out} is a file, not a cache directory; choose another --out")
+    foreign = _foreign_files(out) if out.exists() else []
+    if foreign and not (out / INFO_FILE).exists():
         raise GlyphTrainError(f"{out} exists and is not a glyph-train cache; choose another --out or remove it")
+    if foreign:
+        raise GlyphTrainError(f"{out} holds files glyph-train did not write ({', '.join(foreign[:3])}"
+                              f"{', ...' if len(foreign) > 3 else ''}); move them out of the cache or "
+                              "choose another --out")
+
+
+def _files_under(root: Path) -> list[str]:
+    return [(Path(d) / f).relative_to(root).as_posix() for d, _, names in os.walk(root) for f in names]
+
+
+def _foreign_files(out: Path) -> list[str]:
+    """What in `out` an earlier prepare did not write, by its manifest (prepare.json `files`); a folder
+    that holds none of the cache's files is reported whole, without walking into it."""
+    try:
+        listed = json.loads((out / INFO_FILE).read_text(encoding="utf-8")).get("files")
+        legacy = listed is None
+    except (OSError, ValueError, AttributeError):
+        listed, legacy = [], False
+    owned = set(listed or [])
+    owned_dirs = {p.as_posix() for f in owned for p in Path(f).parents if p != Path(".")}
+    foreign = []
+    for d, dirs, names in os.walk(out):
+        rel = Path(d).relative_to(out)
+        for name in list(dirs):
+            entry = (rel / name).as_posix()
+            if not (entry in owned_dirs or legacy and entry.split("/")[0] in LEGACY_LAYOUT):
+                foreign.append(entry + "/")
+                dirs.remove(name)
+        for name in names:
+            entry = (rel / name).as_posix()
+            mine = entry in owned or legacy and entry.split("/")[0] in LEGACY_LAYOUT
+            datasets_cache = rel.as_posix() in ("train", "validation") and name.startswith("cache-")
+            if not (mine or datasets_cache):
+                foreign.append(entry)
+    return sorted(foreign)
 
 
 def _remove_stale_stages(out: Path) -> None:
@@ -269,6 +325,13 @@ def _render_shard(task: tuple[str, dict, list[tuple]]
     return images[:k], cols, skips, first_error
 
 
+def _ignore_sigint() -> None:
+    """Pool initializer: Ctrl-C reaches the whole process group, but only the parent may act on it (it
+    terminates the pool); a worker dying of KeyboardInterrupt mid-task can leave the pool's queue locked,
+    which is how Ctrl-C used to hang prepare."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _arrow_table(images: np.ndarray, cols: dict[str, list], features):
     """Build the Arrow table straight from the image block: no per-row encoding through Python lists."""
     import pyarrow as pa
@@ -299,7 +362,8 @@ def _render_splits(db: Path, glyphs: Sequence[GlyphMeta], parts: SplitResult, in
     procs = max(1, min(num_proc, max(len(t) for t in tasks.values())))
     # forkserver, not fork: the trainer calls prepare() with torch threads and a process group alive, and a
     # forked child of that can deadlock. Results arrive in shard order.
-    pool = mp.get_context("forkserver" if os.name == "posix" else "spawn").Pool(procs) if procs > 1 else None
+    pool = (mp.get_context("forkserver" if os.name == "posix" else "spawn").Pool(procs, initializer=_ignore_sigint)
+            if procs > 1 else None)
     out = {}
     try:
         for name, split_tasks in tasks.items():

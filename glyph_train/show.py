@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import unicodedata
 from functools import lru_cache
@@ -21,6 +22,8 @@ from PIL import Image, ImageDraw, ImageFont
 from glyph_train.cli import positive_int
 from glyph_train.db import GlyphFilter, GlyphMeta, iter_contours, parse_label_list, select_glyphs
 from glyph_train.errors import GlyphTrainError
+from glyph_train.paths import check_outputs, existing_file
+from glyph_train.outputs import check_output_file
 from glyph_train.prepare import RenderFailures
 from glyph_train.raster import FITS, RenderParams, render
 
@@ -39,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--fonts", metavar="LIST",
                       help="glyphs of these fonts: comma list of family names, 'Family Style' or font hashes")
     what.add_argument("--random", type=int, metavar="N", help="N glyphs sampled by --seed")
-    parser.add_argument("--out", required=True, type=Path, help="PNG file to write")
+    parser.add_argument("--out", required=True, type=Path, help="image file to write (.png; any format PIL writes)")
     parser.add_argument("--img-size", type=int, default=128, help="image size in pixels (default 128)")
     parser.add_argument("--fit", choices=FITS, default="tight", help="raster fit, as in prepare (default tight)")
     parser.add_argument("--char-classes", metavar="A,B", help="only these char_class values")
@@ -54,8 +57,11 @@ def run(args: argparse.Namespace) -> int:
         params = RenderParams(img_size=args.img_size, fit=args.fit)
     except ValueError as e:
         raise GlyphTrainError(str(e)) from None
+    check_outputs({"--out": args.out}, {"--db": args.db, "--labels": existing_file(args.labels)})
     if args.random is not None and args.random < 1:
         raise GlyphTrainError(f"--random must be at least 1, got {args.random}")
+    image_format = writable_image_format(args.out)
+    check_output_file(args.out, "--out")
     classes = tuple(s.strip() for s in args.char_classes.split(",") if s.strip()) if args.char_classes else None
     labels = parse_label_list(args.labels) if args.labels else None
     flt = GlyphFilter(limit=args.random, seed=args.seed, exclude_shaped=args.exclude_shaped,
@@ -88,11 +94,31 @@ def run(args: argparse.Namespace) -> int:
         raise GlyphTrainError(f"{args.db}: none of the {len(glyphs)} selected glyphs could be rendered")
     sheet = contact_sheet(images, captions, cols=args.cols or None)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(args.out)
+    tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")  # a failed write keeps an earlier sheet
+    try:
+        sheet.save(tmp, format=image_format)
+        os.replace(tmp, args.out)
+    except (OSError, ValueError) as err:
+        if getattr(err, "errno", None) is not None:
+            raise  # disk full, read-only...: cli.main names the path
+        raise GlyphTrainError(f"{args.out}: PIL cannot write this sheet as {image_format} ({err}); "
+                              "end --out with .png") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     note = f" (first {len(glyphs)} of {total})" if total > len(glyphs) else ""
     skipped = f"; {failures.line()}" if failures.count else ""
     print(f"show: wrote {args.out}: {len(images)} glyphs{note}{skipped}")
     return 0
+
+
+def writable_image_format(path: Path) -> str:
+    """The PIL format that `path`'s extension names, checked before anything is rendered."""
+    Image.init()  # registers every plugin's extensions
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        what = f"'{path.suffix}' is not an image extension PIL can write" if path.suffix else "no file extension"
+        raise GlyphTrainError(f"{path}: {what}; end --out with .png (or .jpg, .webp, .tif)")
+    return fmt
 
 
 def _match_fonts(glyphs: list[GlyphMeta], names: list[str], db: Path) -> list[GlyphMeta]:

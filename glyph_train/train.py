@@ -22,15 +22,17 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from glyph_train import config as config_mod
-from glyph_train.checkpoint import Checkpointer, TrainState
+from glyph_train.checkpoint import Checkpointer, TrainState, claim_run_dir
 from glyph_train.config import TrainConfig
 from glyph_train.data import check_one_global_batch, load_training_data, make_loaders
-from glyph_train.distributed import check_world_size, make_accelerator, resolve_mixed_precision
+from glyph_train.distributed import check_same_flags, check_world_size, make_accelerator, resolve_mixed_precision
 from glyph_train.errors import GlyphTrainError
 from glyph_train.evaluate import evaluate_model, log_retrieval_examples
 from glyph_train.export import save_export
 from glyph_train.losses import distributed_supcon_loss
-from glyph_train.model import GlyphModel, param_groups
+from glyph_train.paths import check_outputs, existing_file
+from glyph_train.model import GlyphModel, check_model_name, param_groups
+from glyph_train.outputs import check_output_dir
 from glyph_train.schedule import make_scheduler, optimizer_steps
 from glyph_train.tracking import MetricsLog, start_tracking, wandb_mode
 
@@ -39,11 +41,16 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.suppress_warnings:
         warnings.filterwarnings("ignore")
     out_dir = Path(cfg.out_dir)
+    check_model_name(cfg.model)  # both refused before anything is rendered
+    check_output_dir(out_dir, "--out-dir")
     mode = wandb_mode(cfg.wandb_mode)
     cfg.mixed_precision, precision_reason = resolve_mixed_precision(cfg.mixed_precision)  # saved as resolved
     accelerator = make_accelerator(cfg.mixed_precision, cfg.grad_accum, str(out_dir),
                                    log_with=None if mode == "disabled" else "wandb")
     check_world_size(accelerator, cfg.num_processes)
+    check_same_flags(accelerator, cfg.to_dict())
+    check_outputs({"--out-dir": out_dir}, {"--db": cfg.db, "--data": cfg.data, "--labels": existing_file(cfg.labels)})
+    claim_run_dir(accelerator, out_dir, cfg.resume, cfg.overwrite)  # before any work: never mix two runs
     accelerator.print(f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}), "
                       f"device {accelerator.device}, {torch.get_num_threads()} threads/process")
     accelerator.print(f"mixed precision {accelerator.mixed_precision} ({precision_reason})")
@@ -52,9 +59,6 @@ def train(cfg: TrainConfig) -> dict:
     data = load_training_data(cfg, accelerator)
     cfg.img_size, cfg.fit = data.render["img_size"], data.render["fit"]  # with --data the cache decides
     check_one_global_batch(cfg.batch_size, len(data.train), accelerator.num_processes)
-    if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(out_dir / "config.yaml")
     train_loader, val_loader, balanced_sampler = make_loaders(cfg, data)
     model = GlyphModel(cfg.model, num_classes=len(data.label_names), embedding_dim=cfg.embedding_dim,
                        img_size=cfg.img_size, arcface_margin=cfg.arcface_margin, arcface_scale=cfg.arcface_scale,
@@ -69,6 +73,9 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.resume:
         ckpt.load(cfg.resume)
         accelerator.print(f"resumed at epoch {state.epoch}, step {state.step}, batch {state.batch_in_epoch}")
+    if accelerator.is_main_process:  # only now: a failed --resume leaves the run's config.yaml as it was
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(out_dir / "config.yaml")
     start_tracking(accelerator, cfg.wandb_project, cfg.run_name or out_dir.name, out_dir, cfg.to_dict(), mode)
     log = MetricsLog(accelerator, out_dir / "metrics.jsonl")
     metrics: dict = {}
@@ -113,7 +120,8 @@ def train(cfg: TrainConfig) -> dict:
         state.epoch, state.batch_in_epoch = epoch + 1, 0
         finished = epoch + 1 == cfg.epochs or bool(cfg.max_steps and state.step >= cfg.max_steps)
         if (epoch + 1) % cfg.retrieval_every == 0 or finished:
-            metrics, examples = evaluate_model(model, val_loader, data.val_char_classes, accelerator, cfg.seed)
+            metrics, examples = evaluate_model(model, val_loader, data.val_char_classes, accelerator, cfg.seed,
+                                               fonts=data.val_fonts, images=data.validation.images)
             log.log({"epoch": epoch, "train_img_per_s": train_rate, "val": metrics}, step=state.step)
             log_retrieval_examples(log, examples, data.validation, data.label_names, state.step)
             ckpt.update_best(metrics.get(cfg.best_metric), lambda d: save_export(

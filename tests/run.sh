@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup_env.sh
+bash tests/install_slurm.sh  # the SLURM launch test's one-host cluster (root + apt-get only)
 export WANDB_MODE=offline WANDB_SILENT=true
 exec "${GLYPH_TRAIN_VENV:-.venv}/bin/python" -m pytest -q "$@"

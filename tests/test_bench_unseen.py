@@ -1,0 +1,64 @@
+"""bench/bench_unseen.py's fixed held-out list, its family matching, the DB subsets it trains and scores
+on (the source DB untouched), and its results table. (The training run itself is the benchmark.)"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import bench_unseen as bench  # noqa: E402
+
+from glyph_train.fontsource import family_sets, package_name  # noqa: E402
+
+
+def test_held_out_list_covers_the_styles():
+    arabic_styles = set(bench.HELD_OUT_ARABIC.values())
+    assert len(bench.HELD_OUT_ARABIC) >= 8 and {"naskh", "kufi", "ruqaa", "nastaliq", "display"} <= arabic_styles
+    assert len(bench.HELD_OUT_LATIN) >= 20
+    assert set(bench.HELD_OUT_LATIN.values()) == {"serif", "sans", "slab", "mono", "display", "script",
+                                                  "handwriting"}
+    # every held-out family is an @fontsource package of the lists build-db knows
+    listed = {name for names in family_sets().values() for name, _ in names}
+    assert {package_name(f) for f in bench.HELD_OUT} <= listed
+
+
+def test_a_held_out_family_takes_its_variants_and_weights_along():
+    assert bench.held_out_of("Reem Kufi Fun") == "Reem Kufi"
+    assert bench.held_out_of("Aref Ruqaa Ink") == "Aref Ruqaa"
+    assert bench.held_out_of("Lateef ExtraBold") == "Lateef"  # a weight named as a family
+    assert bench.held_out_of("Cardo") == "Cardo"
+    assert bench.held_out_of("Amiri") is None and bench.held_out_of("Cabinet") is None
+    assert bench.held_out_of(None) is None
+
+
+def test_subsets_split_fonts_and_labels_and_leave_the_source_alone(tmp_path):
+    from tests.dbfactory import DEFAULT_FONTS, write_db
+
+    info = write_db(tmp_path / "src.db", fonts=(DEFAULT_FONTS[0], DEFAULT_FONTS[4]))
+    before = info.path.read_bytes()
+    with sqlite3.connect(info.path) as conn:
+        fonts = dict(conn.execute("SELECT file_hash, family_name FROM fonts"))
+    roboto = [h for h, f in fonts.items() if f == "Roboto"]
+    bench.write_subset(info.path, tmp_path / "part.db", roboto, ["65_isol", "1576_init", "97_isol"])
+    with sqlite3.connect(tmp_path / "part.db") as conn:
+        assert {f for (f,) in conn.execute("SELECT family_name FROM fonts")} == {"Roboto"}
+        assert {lab for (lab,) in conn.execute("SELECT label FROM glyphs")} == {"65_isol", "97_isol"}
+        assert conn.execute("SELECT COUNT(*) FROM glyphs").fetchone()[0] == 2 * len(roboto)
+    assert info.path.read_bytes() == before
+    with pytest.raises(SystemExit, match="lacks held-out families"):
+        bench.split_fonts(info.path)
+
+
+def test_results_table_has_the_reported_rows_and_target_checks():
+    values = {"top1": 0.9, "top1_equiv": 0.95, "top5": 0.99, "hit_at_10": 0.99, "map_at_r": 0.6,
+              "num_queries": 10, "num_without_positive": 0}
+    metrics = {**values, "by_char_class": {cc: values for cc in ("latin", "arabic", "digit", "other")},
+               "by_family": {"Lalezar": values, "Cardo": values}}
+    text = bench.table({"set": "core", "labels": 202, "train_wall_s": 60.0, "metrics": metrics})
+    rows = [line.split(" | ")[0].strip("| *") for line in text.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["overall", "latin", "arabic", "digit", "Cardo (serif)", "Lalezar (display)"]
+    assert "top1 0.900 < 0.93 (NOT met)" in text and "hit_at_10 0.990 ≥ 0.98 (met)" in text
