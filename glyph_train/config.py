@@ -66,7 +66,9 @@ class TrainConfig:
     warmup_frac: float = _flag(0.05, "fraction of optimizer steps spent in linear warmup")
     lr_schedule: str = _flag("cosine", "after warmup", choices=("constant", "cosine"))
     grad_clip: float = _flag(1.0, "clip the global grad norm to this; 0 = no clipping (norm still logged)")
-    mixed_precision: str = _flag("no", "Accelerate mixed precision", choices=("no", "bf16", "fp16"))
+    mixed_precision: str = _flag(
+        "auto", "auto: what the launch config says, else bf16 where the hardware has it natively (CUDA compute "
+        "capability >= 8.0, CPU amx_bf16/avx512_bf16), else no (fp32)", choices=("auto", "no", "bf16", "fp16"))
     label_smoothing: float = _flag(0.0, "label smoothing of the cross-entropy")
     emb_loss_weight: float = _flag(0.3, "weight w of the SupCon term: loss = CE + w * SupCon")
     emb_temperature: float = _flag(0.07, "SupCon temperature")

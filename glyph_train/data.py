@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from glyph_train.augment import AugmentParams, augment
 from glyph_train.config import TrainConfig
 from glyph_train.db import GlyphFilter, parse_label_list
+from glyph_train.errors import GlyphTrainError
 from glyph_train.outputs import default_cache_dir
 from glyph_train.pipeline import to_model_input
 from glyph_train.prepare import column_array, images_view, load_prepared, prepare
@@ -36,7 +37,7 @@ class GlyphImages(Dataset):
         self.augment_params = augment_params
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:  # called by Accelerate's loader.set_epoch before each epoch
+    def set_epoch(self, epoch: int) -> None:  # by train.epoch_batches before each epoch (seeds augmentation)
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -110,6 +111,15 @@ def glyph_filter(cfg: TrainConfig) -> GlyphFilter:
     return GlyphFilter(limit=cfg.limit, seed=cfg.seed, exclude_shaped=cfg.exclude_shaped,
                        min_label_count=cfg.min_label_count, drop_singletons=cfg.drop_singletons,
                        char_classes=parse_label_list(cfg.char_classes), labels=parse_label_list(cfg.labels))
+
+
+def check_one_global_batch(batch_size: int, rows: int, num_processes: int) -> None:
+    """Refuse a run that would take 0 optimizer steps (drop_last) and export an untrained model."""
+    if rows < batch_size * num_processes:
+        raise GlyphTrainError(
+            f"the training split has {rows:,} rows, fewer than one global batch of {batch_size * num_processes:,} "
+            f"(--batch-size {batch_size} x {num_processes} process(es)): training would take 0 steps; "
+            f"lower --batch-size or train on more glyphs")
 
 
 def make_loaders(cfg: TrainConfig, data: TrainingData) -> tuple[DataLoader, DataLoader, ClassBalancedBatchSampler | None]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import sqlite3
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
@@ -32,7 +33,9 @@ REQUIRED = {"fonts": ("file_hash",), "glyphs": ("glyph_id", "f_id", "label", "co
 # Optional columns and the value used where the DB lacks them (or holds NULL).
 OPTIONAL_GLYPH = {"joining_group": "NO_JOIN", "char_class": "other"}
 OPTIONAL_FONT = ("family_name", "style_name", "upem", "ascent", "descent", "typo_ascent", "typo_descent",
-                 "excluded")
+                 "excluded", "file_name")
+FONT_FILE_SUFFIX = re.compile(r"\.(ttf|otf|ttc|otc|woff2?|dfont|pf[ab])$", re.IGNORECASE)
+AXES_TAG = re.compile(r"\[[^\]]*\]")  # Roboto[wdth,wght].ttf: a variable font's axes
 SHAPED_SUFFIX = "_shaped"
 FETCH_CHUNK = 512
 
@@ -168,7 +171,7 @@ def table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
 class GlyphMeta:
     glyph_id: int
     font: str  # fonts.file_hash
-    family: str  # fonts.family_name, else the font hash
+    family: str  # fonts.family_name, else derived from fonts.file_name, else the font hash
     label: str
     joining_group: str
     char_class: str
@@ -194,6 +197,8 @@ class SelectionStats:
     min_count_dropped: int = 0
     min_count_labels: int = 0  # labels dropped by the count threshold
     selected: int = 0
+    family_from_file_name: int = 0  # fonts with NULL family_name whose family came from the file name
+    family_from_hash: int = 0  # fonts with neither: each is its own family
 
     SKIPS = ("missing_font", "excluded_font", "null_label", "null_contours", "invalid_contours", "empty_contours")
     FILTERS = ("char_class_filtered", "label_filtered", "shaped_filtered", "limit_dropped", "min_count_dropped")
@@ -211,6 +216,10 @@ class SelectionStats:
             line += f"; {self.min_count_labels} label(s) under the count threshold"
         if self.unknown_labels:
             line += f"; {self.unknown_labels} requested label(s) not in the DB"
+        if self.family_from_file_name:
+            line += f"; {self.family_from_file_name} font(s) without family_name: family taken from the file name"
+        if self.family_from_hash:
+            line += f"; {self.family_from_hash} font(s) without family_name or file_name: each is its own family"
         return line
 
     def to_dict(self) -> dict[str, int]:
@@ -232,20 +241,37 @@ class Selection:
         return {k: getattr(self.stats, k) for k in SelectionStats.SKIPS if getattr(self.stats, k)}
 
 
-def _font_rows(conn: sqlite3.Connection) -> dict[str, tuple[str, str, EmBox, bool, str]]:
-    """file_hash -> (family, style, em box, excluded, file_hash); rows share these objects."""
+def family_from_file_name(file_name: str | None) -> str | None:
+    """The family a font file's name implies: the part before the first hyphen, without extension or
+    variable-font axes: Amiri-Bold.ttf -> Amiri, Roboto[wdth,wght].ttf -> Roboto,
+    NotoSansArabic-Regular.otf -> NotoSansArabic. (Trailing style words are dropped later by splits.family_key.)"""
+    if not file_name:
+        return None
+    stem = AXES_TAG.sub("", FONT_FILE_SUFFIX.sub("", Path(str(file_name)).name))
+    family = stem.split("-", 1)[0].strip(" _")
+    return family or None
+
+
+def _font_rows(conn: sqlite3.Connection) -> dict[str, tuple[str, str, EmBox, bool, str, str]]:
+    """file_hash -> (family, style, em box, excluded, file_hash, where the family came from: name, file or
+    hash); rows share these objects."""
     have = table_columns(conn, "fonts")
     # `excluded = 1` evaluated by SQLite, exactly as users query it (whatever type the column holds)
     cols = ", ".join(("COALESCE(excluded = 1, 0)" if c == "excluded" else c) if c in have else "NULL"
                      for c in OPTIONAL_FONT)
     out = {}
-    for h, family, style, upem, asc, desc, tasc, tdesc, excluded in conn.execute(
+    for h, family, style, upem, asc, desc, tasc, tdesc, excluded, file_name in conn.execute(
             f"SELECT file_hash, {cols} FROM fonts"):
         if h is None:
             continue
         em = em_box_from_metrics(upem, asc, desc, tasc, tdesc)
         h = str(h)
-        out[h] = (str(family) if family else h, str(style or ""), em, bool(excluded), h)
+        # without a family name every style would be its own family, and styles of one family could land
+        # on both sides of the font split
+        source, family = ("name", str(family)) if family else ("file", family_from_file_name(file_name))
+        if family is None:
+            source, family = "hash", h
+        out[h] = (family, str(style or ""), em, bool(excluded), h, source)
     return out
 
 
@@ -288,6 +314,8 @@ def _select(conn: sqlite3.Connection, path: Path, flt: GlyphFilter, hash_content
     stats = SelectionStats()
     fonts = _font_rows(conn)
     stats.excluded_fonts = sum(1 for f in fonts.values() if f[3])
+    stats.family_from_file_name = sum(1 for f in fonts.values() if f[5] == "file" and not f[3])
+    stats.family_from_hash = sum(1 for f in fonts.values() if f[5] == "hash" and not f[3])
     have = table_columns(conn, "glyphs")
     opt = ", ".join(f"COALESCE({c}, '{d}')" if c in have else f"'{d}'" for c, d in OPTIONAL_GLYPH.items())
     sql = f"SELECT glyph_id, f_id, label, {opt}, {_STATUS_SQL}{', contours' if hash_content else ''} " \

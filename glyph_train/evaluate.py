@@ -11,7 +11,6 @@ import argparse
 import hashlib
 import itertools
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from glyph_train.calibration import fit_temperature
 from glyph_train.errors import GlyphTrainError
 from glyph_train.metrics import (confused_pairs, equivalent_top1, evaluate_embeddings, nearest_neighbours,
                                  predictions)
+from glyph_train.tracking import json_safe
 
 NUM_EXAMPLE_QUERIES = 4
 NUM_CONFUSED_PAIRS = 30
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     pairs = confused_pairs(logits, labels, NUM_CONFUSED_PAIRS, equivalent_top1(logits, labels, fonts, digests))
     confusions = write_confusions(out, pairs, labels, predictions(logits), rows, label_names, Path(args.db),
                                   int(config["img_size"]), fit)
-    out.write_text(json.dumps(metrics, indent=2, default=_json_default))
+    out.write_text(json.dumps(json_safe(metrics), indent=2, allow_nan=False))
     print(f"{len(names)} glyphs, {len(unknown)} labels unknown to the model "
           f"({metrics['num_unknown_labels']} glyphs excluded from top-k); "
           + "  ".join(f"{k}={metrics[k]:.4f}" for k in ("top1", "top1_equiv", "top5", "hit_at_10", "map_at_r",
@@ -217,10 +217,3 @@ def embed_selection(model: torch.nn.Module, db: Path, flt, img_size: int, fit: s
     skipped = {**selection.skipped, "unrenderable": failures.count}
     return np.concatenate(logits), np.concatenate(embeddings), names, np.asarray(classes, dtype=object), skipped
 
-
-def _json_default(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

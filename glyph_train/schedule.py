@@ -6,6 +6,8 @@ gradient accumulation and resume without saving any scheduler state.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from timm.scheduler import CosineLRScheduler, StepLRScheduler
 from timm.scheduler.scheduler import Scheduler
@@ -22,3 +24,10 @@ def make_scheduler(optimizer: torch.optim.Optimizer, kind: str, total_steps: int
         raise ValueError(f"unknown lr schedule {kind!r}")
     scheduler.step_update(0)
     return scheduler
+
+
+def optimizer_steps(batches_per_epoch: int, grad_accum: int, epochs: int, max_steps: int = 0) -> int:
+    """Optimizer steps of a run: Accelerate also steps on an epoch's last, partial accumulation (ceil, not
+    floor), so a schedule sized with floor would reach its end early and train the last steps at LR 0."""
+    total = math.ceil(batches_per_epoch / grad_accum) * epochs
+    return min(total, max_steps) if max_steps else total

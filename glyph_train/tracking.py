@@ -7,6 +7,7 @@ that `wandb sync` can upload later; nothing blocks on the network.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import time
@@ -56,9 +57,9 @@ class MetricsLog:
     def log(self, record: dict[str, Any], step: int) -> None:
         if not self.accelerator.is_main_process:
             return
-        record = {"step": step, "time": round(time.time() - self.start, 3), **_plain(record)}
+        record = {"step": step, "time": round(time.time() - self.start, 3), **json_safe(record)}
         with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
         flat = {k: v for k, v in _flatten(record).items() if isinstance(v, (int, float))}
         self.accelerator.log(flat, step=step)
 
@@ -80,12 +81,14 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _plain(value: Any) -> Any:
-    """numpy scalars and tensors to JSON-able Python numbers."""
+def json_safe(value: Any) -> Any:
+    """numpy scalars and tensors to Python numbers, NaN/inf (undefined metrics) to None: strict JSON, null."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item"):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value

@@ -24,15 +24,15 @@ from tqdm.auto import tqdm
 from glyph_train import config as config_mod
 from glyph_train.checkpoint import Checkpointer, TrainState, claim_run_dir
 from glyph_train.config import TrainConfig
-from glyph_train.data import load_training_data, make_loaders
-from glyph_train.distributed import check_same_flags, check_world_size, make_accelerator
+from glyph_train.data import check_one_global_batch, load_training_data, make_loaders
+from glyph_train.distributed import check_same_flags, check_world_size, make_accelerator, resolve_mixed_precision
 from glyph_train.errors import GlyphTrainError
 from glyph_train.evaluate import evaluate_model, log_retrieval_examples
 from glyph_train.export import save_export
 from glyph_train.losses import distributed_supcon_loss
 from glyph_train.outputs import check_output_dir, check_outputs, existing_file
 from glyph_train.model import GlyphModel, check_model_name, param_groups
-from glyph_train.schedule import make_scheduler
+from glyph_train.schedule import make_scheduler, optimizer_steps
 from glyph_train.tracking import MetricsLog, start_tracking, wandb_mode
 
 
@@ -43,6 +43,7 @@ def train(cfg: TrainConfig) -> dict:
     check_model_name(cfg.model)  # both refused before anything is rendered
     check_output_dir(out_dir, "--out-dir")
     mode = wandb_mode(cfg.wandb_mode)
+    cfg.mixed_precision, precision_reason = resolve_mixed_precision(cfg.mixed_precision)  # saved as resolved
     accelerator = make_accelerator(cfg.mixed_precision, cfg.grad_accum, str(out_dir),
                                    log_with=None if mode == "disabled" else "wandb")
     check_world_size(accelerator, cfg.num_processes)
@@ -51,19 +52,20 @@ def train(cfg: TrainConfig) -> dict:
     claim_run_dir(accelerator, out_dir, cfg.resume, cfg.overwrite)  # before any work: never mix two runs
     accelerator.print(f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}), "
                       f"device {accelerator.device}, {torch.get_num_threads()} threads/process")
+    accelerator.print(f"mixed precision {accelerator.mixed_precision} ({precision_reason})")
     set_seed(cfg.seed)
 
     data = load_training_data(cfg, accelerator)
     cfg.img_size, cfg.fit = data.render["img_size"], data.render["fit"]  # with --data the cache decides
+    check_one_global_batch(cfg.batch_size, len(data.train), accelerator.num_processes)
     train_loader, val_loader, balanced_sampler = make_loaders(cfg, data)
     model = GlyphModel(cfg.model, num_classes=len(data.label_names), embedding_dim=cfg.embedding_dim,
                        img_size=cfg.img_size, arcface_margin=cfg.arcface_margin, arcface_scale=cfg.arcface_scale,
                        dropout=cfg.dropout)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.lr_backbone, cfg.lr_head, cfg.weight_decay))
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
-    steps_per_epoch = max(1, len(train_loader) // cfg.grad_accum)
-    total_steps = min(steps_per_epoch * cfg.epochs, cfg.max_steps or math.inf)
-    scheduler = make_scheduler(optimizer, cfg.lr_schedule, int(total_steps), cfg.warmup_frac)
+    total_steps = optimizer_steps(len(train_loader), cfg.grad_accum, cfg.epochs, cfg.max_steps)
+    scheduler = make_scheduler(optimizer, cfg.lr_schedule, total_steps, cfg.warmup_frac)
 
     state = TrainState()
     ckpt = Checkpointer(accelerator, model, out_dir, state)
@@ -138,9 +140,10 @@ def train(cfg: TrainConfig) -> dict:
 
 def epoch_batches(accelerator, loader, balanced_sampler, state: TrainState):
     """This epoch's batches (shuffle and augmentation seeded by the epoch), minus those consumed before a resume."""
-    loader.set_epoch(state.epoch)  # Accelerate passes it to the sampler and to the dataset's augmentation
-    if balanced_sampler is not None:  # ...but not to a custom batch sampler behind its shard wrapper
+    loader.set_epoch(state.epoch)  # Accelerate passes it to its seedable sampler, but neither to a custom batch
+    if balanced_sampler is not None:  # sampler behind its shard wrapper...
         balanced_sampler.set_epoch(state.epoch)
+    loader.dataset.set_epoch(state.epoch)  # ...nor, with 2+ processes, to the dataset's augmentation
     batches = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
     return tqdm(batches, desc=f"epoch {state.epoch}", initial=state.batch_in_epoch, total=len(loader),
                 disable=None if accelerator.is_local_main_process else True,  # None: off when not a terminal

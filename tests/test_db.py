@@ -10,9 +10,10 @@ from collections import Counter
 import pytest
 
 from dbfactory import write_db, write_db_without, write_empty_db
-from glyph_train.db import (GlyphFilter, add_filter_arguments, fetch_contours, filter_from_args, iter_contours,
-                            open_readonly, select_glyphs)
+from glyph_train.db import (GlyphFilter, add_filter_arguments, family_from_file_name, fetch_contours,
+                            filter_from_args, iter_contours, open_readonly, select_glyphs)
 from glyph_train.errors import GlyphTrainError
+from glyph_train.splits import split_glyphs
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +69,38 @@ def test_skips_are_counted_by_reason(dirty_db):
     assert sel.skipped == {**info.bad, "excluded_font": info.excluded_rows}
 
 
-def test_family_falls_back_to_font_hash(tmp_path):
+@pytest.mark.parametrize("file_name, family", [
+    ("Amiri-Bold.ttf", "Amiri"), ("Roboto[wdth,wght].ttf", "Roboto"), ("NotoSansArabic-Regular.otf", "NotoSansArabic"),
+    ("Inter-VariableFont_opsz,wght.ttf", "Inter"), ("fonts/Lora-Italic[wght].woff2", "Lora"), ("Scheherazade.TTF", "Scheherazade"),
+    ("", None), (None, None), ("-Bold.ttf", None)])
+def test_family_from_file_name(file_name, family):
+    assert family_from_file_name(file_name) == family
+
+
+def test_null_family_names_come_from_file_names_and_keep_families_on_one_side_of_the_split(tmp_path):
+    path = tmp_path / "g.db"
+    write_db(path, latin="ABCD", arabic=(), null_family=True)
+    sel = select_glyphs(path)
+    file_names = dict(sqlite3.connect(path).execute("SELECT file_hash, file_name FROM fonts").fetchall())
+    assert {g.family for g in sel.glyphs} == {"Roboto", "Lora", "Amiri", "Inter", "NotoSansArabic"}
+    assert sel.stats.family_from_file_name == 7 and sel.stats.family_from_hash == 0
+    assert "7 font(s) without family_name: family taken from the file name" in sel.stats.summary()
+    for seed in range(8):  # Roboto and Lora have two styles each (two fonts rows, one file name)
+        split = split_glyphs(sel.glyphs, "font", 0.3, seed)
+        train = {file_names[sel.glyphs[i].font] for i in split.train}
+        val = {file_names[sel.glyphs[i].font] for i in split.validation}
+        assert val and not train & val, f"seed {seed}: {train & val} on both sides of the split"
+
+
+def test_family_falls_back_to_font_hash_without_family_or_file_name(tmp_path):
     path = tmp_path / "g.db"
     write_db(path, latin="AB", arabic=(), null_family=True)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE fonts SET file_name = NULL")
+    conn.close()
     sel = select_glyphs(path)
     assert all(g.family == g.font for g in sel.glyphs)
+    assert sel.stats.family_from_hash == 7 and "7 font(s) without family_name or file_name" in sel.stats.summary()
 
 
 def test_missing_optional_columns_get_defaults(tmp_path):

@@ -33,7 +33,8 @@ def workdir(tmp_path_factory) -> Path:
 def common_args(root: Path, out: str, *extra: str) -> list[str]:
     return ["--db", str(root / "glyphs.db"), "--cache-dir", str(root / "cache"), "--val-frac", "0.3",
             "--model", "test_vit", "--img-size", "32", "--epochs", "2", "--batch-size", "16", "--num-workers", "0",
-            "--log-interval", "5", "--save-every", "3", "--out-dir", str(root / out), *extra]
+            "--log-interval", "5", "--save-every", "3", "--out-dir", str(root / out),
+            "--mixed-precision", "no", *extra]  # fp32 on any CPU: exact comparisons; auto: tests/test_precision.py
 
 
 def env() -> dict[str, str]:
@@ -195,3 +196,51 @@ def test_evaluate_an_export_on_another_db(workdir: Path, reference: Path, tmp_pa
     assert metrics["num_unknown_labels"] == 2 * len({f for f in other.fonts})
     assert metrics["num_queries"] > 0 and set(metrics["by_char_class"]) >= {"latin", "digit"}
     assert other.path.read_bytes() == before
+
+
+def test_cosine_schedule_spans_every_optimizer_step_with_a_partial_accumulation(workdir: Path,
+                                                                                 in_process_reference: list[dict]) -> None:
+    batches = [r for r in in_process_reference if "val" in r][0]["step"]  # grad_accum 1: one step per batch
+    accum = next(a for a in (2, 3, 4, 5) if batches % a)  # the epoch ends in a partial accumulation
+    result = train_in_process(workdir, "lr_partial_accum", "--grad-accum", str(accum), "--log-interval", "1")
+    lr = {r["step"]: r["lr_head"] for r in result if "lr_head" in r}  # the LR set after step k, used by k + 1
+    total = 2 * math.ceil(batches / accum)  # Accelerate also steps at the end of each epoch
+    assert max(lr) == total == result[-1]["step"]
+    assert all(lr[k] > 0 for k in range(1, total)), f"steps train at LR 0: {lr}"  # the last step's LR is lr[total-1]
+    assert lr[total] == 0.0  # and the cosine ends exactly with the run
+
+
+def _train_rows(root: Path) -> int:
+    from glyph_train.prepare import load_prepared
+
+    return len(load_prepared(root / "cache").train)
+
+
+def _refused(res: subprocess.CompletedProcess, run: Path, rows: int, global_batch: int) -> None:
+    assert res.returncode != 0
+    errors = {line for line in res.stderr.splitlines() if line.startswith("glyph-train train: error:")}
+    assert len(errors) == 1, res.stderr[-2000:]  # the same one line from every rank
+    assert f"training split has {rows:,} rows, fewer than one global batch of {global_batch:,}" in errors.pop()
+    assert not (run / "export").exists() and not (run / "checkpoints").exists()
+
+
+def test_batch_larger_than_training_set_is_refused(workdir: Path, reference: Path) -> None:
+    rows = _train_rows(workdir)
+    cmd = [sys.executable, "-m", "glyph_train.train",
+           *common_args(workdir, "too_big_batch", "--wandb-mode", "disabled", "--batch-size", str(rows + 1))]
+    res = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    _refused(res, workdir / "too_big_batch", rows, rows + 1)
+    assert "Traceback" not in res.stderr
+
+
+def test_class_balanced_batches_under_one_global_batch_on_two_processes_are_refused(workdir: Path,
+                                                                                    reference: Path) -> None:
+    rows = _train_rows(workdir)
+    batch = rows - rows % 4  # one process's batch fits, two processes' do not: 0 steps each
+    assert rows < 2 * batch
+    launcher = [*ACCELERATE, "--config_file", str(REPO / "accelerate_configs/cpu_multiprocess.yaml")]
+    cmd = [*launcher, "-m", "glyph_train.train",
+           *common_args(workdir, "balanced_too_big", "--wandb-mode", "disabled", "--classes-per-batch", "4",
+                        "--batch-size", str(batch))]
+    res = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    _refused(res, workdir / "balanced_too_big", rows, 2 * batch)

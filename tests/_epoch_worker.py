@@ -1,0 +1,42 @@
+"""One process of the augmentation-epoch test (tests/test_augment_epochs.py starts it, plainly or with
+`accelerate launch` for 2 gloo processes).
+
+    python tests/_epoch_worker.py CACHE_DIR OUT_DIR
+
+Shards the default (shuffled) training loader with Accelerate as the trainer does, iterates epochs 0 and 1
+through `train.epoch_batches`, and writes this rank's {epoch: {sample index: augmented image}} to
+OUT_DIR/rank_R.pt.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from accelerate.utils import set_seed
+
+from glyph_train.checkpoint import TrainState
+from glyph_train.config import TrainConfig
+from glyph_train.data import make_loaders, open_training_data
+from glyph_train.distributed import make_accelerator
+from glyph_train.train import epoch_batches
+
+
+def main(cache: str, out: str) -> None:
+    torch.set_num_threads(1)
+    cfg = TrainConfig(data=cache, batch_size=4, num_workers=0)
+    accelerator = make_accelerator("no", 1, out, log_with=None)
+    set_seed(cfg.seed)  # as the trainer does: Accelerate's seedable sampler starts from torch's initial seed
+    train_loader, _, sampler = make_loaders(cfg, open_training_data(cfg, Path(cache)))
+    train_loader = accelerator.prepare(train_loader)
+    state, seen = TrainState(), {}
+    for epoch in (0, 1):
+        state.epoch = epoch
+        seen[epoch] = {int(i): image for batch in epoch_batches(accelerator, train_loader, sampler, state)
+                       for i, image in zip(batch["index"], batch["image"])}
+    torch.save(seen, Path(out) / f"rank_{accelerator.process_index}.pt")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
