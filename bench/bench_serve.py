@@ -143,7 +143,7 @@ def main() -> int:
     print(f"\n| request | {header} |")
     print("|---|" + "---|" * len(results))
     for key in ("startup_s",):
-        print(f"| app start (s) | " + " | ".join(f"{r[key]:.1f}" for r in results) + " |")
+        print("| app start (s) | " + " | ".join(f"{r[key]:.1f}" for r in results) + " |")
     for key in [k for k in results[0] if isinstance(results[0][k], dict)]:
         print(f"| {key} | " + " | ".join(f"{r[key]['p50_ms']:.0f} / {r[key]['p99_ms']:.0f} ({r[key]['bytes']:,})"
                                          for r in results) + " |")
