@@ -148,7 +148,8 @@ def run_set(name: str, labels: list[str], src: Path, out: Path, held: dict[str, 
     run_dir = work / "run"
     tic = time.perf_counter()
     run([sys.executable, "-m", "glyph_train.train", "--db", str(train_db), "--labels", str(labels_file),
-         "--cache-dir", str(work / "cache"), "--out-dir", str(run_dir), "--wandb-mode", "offline", *recipe])
+         "--cache-dir", str(work / "cache"), "--out-dir", str(run_dir), "--wandb-mode", "offline",
+         *(() if "--resume" in recipe else ("--overwrite",)), *recipe])  # a rerun trains afresh; the old run is moved aside
     train_s = time.perf_counter() - tic
     metrics_path = work / "heldout_metrics.json"
     run([sys.executable, "-m", "glyph_train.cli", "evaluate", "--checkpoint", str(run_dir / "export"),

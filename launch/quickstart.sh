@@ -10,11 +10,12 @@ cd "$(dirname "$0")/.."
 bash launch/setup_env.sh
 source "${GLYPH_TRAIN_VENV:-.venv}/bin/activate"
 EPOCHS=${EPOCHS:-3}
+RUN=${RUN:-runs/quickstart-$(date +%Y%m%d-%H%M%S)}  # a new run directory each time: a used one is refused
 mkdir -p data runs
 glyph-train build-db data/glyphs.db --fontpkg --fontsource arabic
 glyph-train prepare --db data/glyphs.db --out data/cache --labels launch/core_labels.txt --min-label-count 2 \
     --fit em --img-size 64
 glyph-train show --db data/glyphs.db --random 64 --out data/contact_sheet.png
 PROCS=${PROCS:-2} bash launch/cpu_single_node.sh --data data/cache --epochs "$EPOCHS" --batch-size 64 \
-    --out-dir runs/quickstart "$@"
-echo "run directory: runs/quickstart (metrics.jsonl, export/, wandb/ offline run: upload with 'wandb sync')"
+    --out-dir "$RUN" "$@"
+echo "run directory: $RUN (metrics.jsonl, export/, wandb/ offline run: upload with 'wandb sync')"
