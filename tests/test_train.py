@@ -211,9 +211,20 @@ def test_cosine_schedule_spans_every_optimizer_step_with_a_partial_accumulation(
 
 
 def _train_rows(root: Path) -> int:
-    from glyph_train.prepare import load_prepared
+    """Training rows of the reference run's cache: --cache-dir holds one cache per fingerprint, and other tests
+    add theirs beside it; the reference's is the one made with common_args' defaults."""
+    from glyph_train.prepare import INFO_FILE, load_prepared
 
-    return len(load_prepared(root / "cache").train)
+    def is_reference(info: dict) -> bool:
+        flt = info["filter"]
+        return (info["params"]["img_size"] == 32 and info["params"]["fit"] == "tight" and info["seed"] == 0
+                and info["split"] == "font" and flt["limit"] is None and flt["labels"] is None
+                and flt["char_classes"] is None and not flt["exclude_shaped"] and flt["min_label_count"] == 1)
+
+    rows = {len(load_prepared(p).train) for p in (root / "cache").iterdir()
+            if (p / INFO_FILE).is_file() and is_reference(json.loads((p / INFO_FILE).read_text()))}
+    assert len(rows) == 1, rows
+    return rows.pop()
 
 
 def _refused(res: subprocess.CompletedProcess, run: Path, rows: int, global_batch: int) -> None:
