@@ -122,8 +122,10 @@ def test_classification_top5_with_fewer_than_five_classes_and_no_known_labels():
 # -------------------------------------------------------------------------------------------------- retrieval
 
 
+@pytest.mark.parametrize("method", ["faiss", "bf16"])  # bf16: candidates + exact re-rank (test_neighbour_search)
 @pytest.mark.parametrize("budget", [metrics._SEARCH_BUDGET, 50])  # 50: many batches of different depths
-def test_retrieval_matches_brute_force_reference(monkeypatch, budget):
+def test_retrieval_matches_brute_force_reference(monkeypatch, budget, method):
+    monkeypatch.setattr(metrics, "SEARCH_METHOD", method)
     monkeypatch.setattr(metrics, "_SEARCH_BUDGET", budget)
     emb, labels, _ = clustered()
     out = retrieval_metrics(emb, labels, k=10)

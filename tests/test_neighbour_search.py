@@ -110,16 +110,3 @@ def test_auto_uses_bf16_only_where_the_hardware_has_it(monkeypatch):
     assert search_method("faiss") == "faiss"
     with pytest.raises(ValueError):
         search_method("int8")
-
-
-@pytest.mark.parametrize("budget", [metrics._SEARCH_BUDGET, 50])  # 50: many batches of different depths
-def test_bf16_retrieval_metrics_match_the_fp64_reference(monkeypatch, budget):
-    from test_metrics import clustered, ref_mean, ref_retrieval_per_query
-
-    monkeypatch.setattr(metrics, "SEARCH_METHOD", "bf16")
-    monkeypatch.setattr(metrics, "_SEARCH_BUDGET", budget)
-    emb, labels, _ = clustered()
-    out = retrieval_metrics(emb, labels, k=10)
-    ref = ref_retrieval_per_query(emb, labels, 10)
-    for name in ("hit_at_1", "hit_at_5", "hit_at_10", "precision_at_1", "map_at_r"):
-        assert out[name] == pytest.approx(ref_mean(ref, ref, name), abs=1e-12), name
