@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from glyph_train.augment import AugmentParams, augment, augment_batch
+from glyph_train.training.augment import AugmentParams, augment, augment_batch
 
 
 def glyph_images(n: int, size: int) -> torch.Tensor:

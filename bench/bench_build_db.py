@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from glyph_train.build_db import build_db, default_jobs
+from glyph_train.corpus.build_db import build_db, default_jobs
 
 
 def cpu_seconds() -> float:

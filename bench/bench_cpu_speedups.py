@@ -1,6 +1,6 @@
 """Issue 9: channels_last and torch.compile on CPU, against plain eager, side by side in one run.
 
-One training step = forward of the project's GlyphModel + CE + w·SupCon (glyph_train.losses), backward and
+One training step = forward of the project's GlyphModel + CE + w·SupCon (glyph_train.training.losses), backward and
 an AdamW step, on random 1-channel images and labels (the step's cost does not depend on the pixels). For
 each (model, image size, precision) the variants below run in turn, `--steps` timed steps each, `--repeats`
 rounds with the variant order rotated every round; medians and ratios to eager are reported.
@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from glyph_train.losses import supcon_loss
-from glyph_train.model import GlyphModel, param_groups
+from glyph_train.training.losses import supcon_loss
+from glyph_train.model.network import GlyphModel, param_groups
 
 NUM_CLASSES = 200
 

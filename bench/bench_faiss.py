@@ -2,7 +2,7 @@
 
 All sides do the same exact search in the same run, on the same data and thread count: every item queries
 the whole set, its own index is removed (not its first hit), the k best remain.
-- FAISS: `glyph_train.metrics.nearest_neighbours(method="faiss")` (IndexFlatIP; BLAS + fused top-k heaps).
+- FAISS: `glyph_train.evaluation.metrics.nearest_neighbours(method="faiss")` (IndexFlatIP; BLAS + fused top-k heaps).
 - bf16 re-rank: `nearest_neighbours(method="bf16")` (bf16 matmul + top (k + margin), exact fp32 re-rank, exact
   fallback for queries the bound cannot prove); what `auto` picks where the CPU has AMX / AVX512-BF16. Where
   bf16 is emulated (AVX2 only) it is far slower: use a smaller --n there.
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from glyph_train import metrics
-from glyph_train.metrics import native_bf16_matmul, nearest_neighbours, retrieval_metrics
+from glyph_train.evaluation import metrics
+from glyph_train.evaluation.metrics import native_bf16_matmul, nearest_neighbours, retrieval_metrics
 
 
 def clustered_embeddings(n: int, dim: int, num_labels: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from glyph_train.export import load_export
+from glyph_train.model.export import load_export
 
 
 def sync(device: torch.device) -> None:

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from dbfactory import pen_to_contours  # noqa: E402
 
-from glyph_train.raster import RenderParams, _build_path, _canvas, _loads, _matrix, parse_contours, render
+from glyph_train.cache.raster import RenderParams, _build_path, _canvas, _loads, _matrix, parse_contours, render
 
 FAMILIES = ("roboto", "amiri", "lora", "noto_sans_arabic", "playfair_display", "noto_serif")
 

@@ -14,11 +14,11 @@ from glyph_train import outputs
 from glyph_train.errors import GlyphTrainError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "build-db": ("glyph_train.build_db", "extract glyph outlines from fonts into a glyphs.db"),
-    "prepare": ("glyph_train.prepare", "render a glyphs.db into a cached train/validation dataset"),
-    "show": ("glyph_train.show", "write a contact sheet of rendered glyphs"),
+    "build-db": ("glyph_train.corpus.build_db", "extract glyph outlines from fonts into a glyphs.db"),
+    "prepare": ("glyph_train.cache.prepare", "render a glyphs.db into a cached train/validation dataset"),
+    "show": ("glyph_train.cache.show", "write a contact sheet of rendered glyphs"),
     "train": ("glyph_train.train", "train a classifier + embedding model (also under accelerate launch)"),
-    "evaluate": ("glyph_train.evaluate", "classification and FAISS retrieval metrics of an export on a glyphs.db"),
+    "evaluate": ("glyph_train.evaluation.evaluate", "classification and FAISS retrieval metrics of an export on a glyphs.db"),
     "embed": ("glyph_train.inference.embed", "embed every glyph of a glyphs.db or of font files into a FAISS index"),
     "search": ("glyph_train.inference.search", "find look-alike glyphs across the fonts of an index"),
     "label-font": ("glyph_train.inference.label_font",

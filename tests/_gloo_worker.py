@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from glyph_train.losses import distributed_supcon_loss
+from glyph_train.training.losses import distributed_supcon_loss
 
 TEMPERATURE = 0.1
 
@@ -40,7 +40,7 @@ def make_case(scenario: str):
         labels = torch.tensor([0, 1, 2, 0, 3, 1, 2, 3, 0, 1, 9, 2, 3, 0, 1, 2])
         return LinearEmbedder(), torch.randn(16, 10), labels, [5, 11], 0.0
     if scenario == "glyph":  # the real model with CE + SupCon; equal slices, as the trainer's loaders give
-        from glyph_train.model import GlyphModel
+        from glyph_train.model.network import GlyphModel
 
         model = GlyphModel("test_vit", num_classes=5, img_size=32, dropout=0.0)
         labels = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2, 0, 3, 1, 4])

@@ -6,7 +6,7 @@ under a real `accelerate launch`, whose own flags and config file decide what `a
 
 import sys
 
-from glyph_train.distributed import resolve_mixed_precision
+from glyph_train.training.distributed import resolve_mixed_precision
 
 if __name__ == "__main__":
     print("resolved", *resolve_mixed_precision(sys.argv[1]), sep="\t")

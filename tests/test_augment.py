@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from glyph_train.augment import AugmentParams, augment, augment_batch
+from glyph_train.training.augment import AugmentParams, augment, augment_batch
 
 REPO = Path(__file__).resolve().parents[1]
 STILL = AugmentParams(translate=0, scale=0, rotate_deg=0, shear_deg=0, stroke=0, gamma=0, contrast=0)
@@ -75,7 +75,7 @@ def test_same_result_in_another_process_with_other_threads(tmp_path):
     """What a DataLoader worker or another rank computes: a fresh interpreter, 1 thread, another order."""
     script = (
         "import sys, torch; torch.set_num_threads(1); sys.path.insert(0, sys.argv[2])\n"
-        "from test_augment import l_glyph; from glyph_train.augment import augment\n"
+        "from test_augment import l_glyph; from glyph_train.training.augment import augment\n"
         "torch.save(torch.stack([augment(l_glyph(), 9, 4, i) for i in (7, 3, 5)]), sys.argv[1])\n"
     )
     out = tmp_path / "augment.pt"

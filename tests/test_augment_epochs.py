@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from glyph_train.prepare import prepare
-from glyph_train.raster import RenderParams
+from glyph_train.cache.prepare import prepare
+from glyph_train.cache.raster import RenderParams
 from tests.dbfactory import write_db
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import bench_unseen as bench  # noqa: E402
 
-from glyph_train.fontsource import family_sets, package_name  # noqa: E402
+from glyph_train.corpus.fontsource import family_sets, package_name  # noqa: E402
 
 
 def test_held_out_list_covers_the_styles():

@@ -13,9 +13,9 @@ from fontTools.pens.t2CharStringPen import T2CharStringPen
 from fontTools.ttLib import TTFont
 from fontTools.ttLib.ttCollection import TTCollection
 
-from glyph_train.build_db import build_db
+from glyph_train.corpus.build_db import build_db
 from glyph_train.cli import main
-from glyph_train.fonts import fontpkg_font_files
+from glyph_train.corpus.fonts import fontpkg_font_files
 
 AMIRI = Path(str(files("fontpkg_amiri") / "files" / "Amiri-Regular.ttf"))
 ABRIL = Path(str(files("fontpkg_abril_fatface") / "files" / "AbrilFatface-Regular.ttf"))

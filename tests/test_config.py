@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from glyph_train.config import TrainConfig, parse_config
+from glyph_train.training.config import TrainConfig, parse_config
 from glyph_train.errors import GlyphTrainError
 
 # ../shared/seed/QUICK_FIX_GUIDE.md, with `python -m raster.train` replaced by `accelerate launch -m glyph_train.train`

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from glyph_train.metrics import confused_pairs, equivalent_top1, evaluate_embeddings
+from glyph_train.evaluation.metrics import confused_pairs, equivalent_top1, evaluate_embeddings
 
 
 def one_hot(predicted: list[int], classes: int) -> np.ndarray:
@@ -66,8 +66,8 @@ def test_confused_pairs_most_frequent_first_with_forgiven_counts():
 @pytest.fixture(scope="module")
 def export_and_db(tmp_path_factory) -> tuple[Path, Path]:
     """An untrained tiny model's real export (plenty of confusions) and a DB of real outlines."""
-    from glyph_train.export import save_export
-    from glyph_train.model import GlyphModel
+    from glyph_train.model.export import save_export
+    from glyph_train.model.network import GlyphModel
     from tests.dbfactory import DEFAULT_FONTS, write_db
 
     root = tmp_path_factory.mktemp("equiv")
@@ -108,7 +108,7 @@ def test_trainer_validation_reports_top1_equiv_from_cached_images():
     import torch
     from accelerate import Accelerator
 
-    from glyph_train.evaluate import evaluate_model
+    from glyph_train.evaluation.evaluate import evaluate_model
 
     class AlwaysLabelZero(torch.nn.Module):  # a fixed classifier, so the expected counts are exact
         def forward(self, image):

@@ -89,7 +89,7 @@ def sha256(path: Path) -> str:
 def test_disk_full_while_writing_the_cache(db, tmpfs, capsys):
     """The free-space check passes (room for the images) but the cache's Arrow files need more: the write
     itself hits ENOSPC deep inside pyarrow/datasets."""
-    from glyph_train.db import GlyphFilter, select_glyphs
+    from glyph_train.corpus.db import GlyphFilter, select_glyphs
 
     rows = len(select_glyphs(db, GlyphFilter()).glyphs)
     estimate = 2 * rows * 32 * 32  # what prepare's check asks for; Arrow offsets and metadata add ~30%
@@ -264,7 +264,7 @@ def test_unknown_model_suggests_close_timm_names(cache, tmp_path, capsys):
     assert not run_dir.exists()  # refused before anything was written
 
     from glyph_train.errors import GlyphTrainError
-    from glyph_train.model import GlyphModel
+    from glyph_train.model.network import GlyphModel
 
     with pytest.raises(GlyphTrainError, match="resnet18"):  # also for an export made with another timm
         GlyphModel("resnet_18")
@@ -279,7 +279,7 @@ def test_labels_file_that_is_not_utf8(db, tmp_path, capsys):
         assert f"labels file {latin1} is not UTF-8 text (byte 0xe9 at offset 13); save it as UTF-8" in err
         assert not out.exists()
 
-    from glyph_train.db import parse_label_list
+    from glyph_train.corpus.db import parse_label_list
 
     bom = tmp_path / "bom.txt"
     bom.write_bytes("\ufeff65_isol\n66_isol\n".encode("utf-8"))

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from glyph_train.errors import GlyphTrainError
-from glyph_train.export import load_export, save_export
-from glyph_train.model import GlyphModel
+from glyph_train.model.export import load_export, save_export
+from glyph_train.model.network import GlyphModel
 
 LABELS = ["65227_init", "65227_fina", "0661", "A", "b"]
 TRAIN_CONFIG = {"model": "test_vit", "fit": "em", "img_size": 32, "seed": 3, "lr_head": 3e-3, "db": "glyphs.db"}
@@ -70,7 +70,7 @@ def test_wrapped_model_is_unwrapped(tmp_path):
 def test_load_needs_no_accelerate(tmp_path):
     save_export(tmp_path / "e", tiny_model(), LABELS, TRAIN_CONFIG)
     code = ("import sys; sys.modules['accelerate'] = None\n"  # any import of accelerate now fails
-            "from glyph_train.export import load_export\n"
+            "from glyph_train.model.export import load_export\n"
             f"m, labels, cfg = load_export({str(tmp_path / 'e')!r})\n"
             "print(len(labels), cfg['model_name'])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -54,7 +54,7 @@ def cli(*argv: str) -> tuple[int, str]:
 
 
 def test_export_stores_a_fitted_temperature_and_old_exports_read_as_one(work):
-    from glyph_train.calibration import export_temperature, fit_temperature
+    from glyph_train.evaluation.calibration import export_temperature, fit_temperature
 
     config = json.loads((work["export"] / "config.json").read_text())
     assert 0.01 < config["temperature"] < 100
@@ -189,7 +189,7 @@ def test_search_by_glyph_and_by_image(work, index, tmp_path):
     res = json.loads(out)
     assert res["query"]["label"] == "65_isol" and len(res["results"]) == 3
     # a picture of the same glyph, black on white at another size, finds glyphs too
-    from glyph_train.raster import RenderParams, render
+    from glyph_train.cache.raster import RenderParams, render
     from glyph_train.inference.sources import default_face, face_glyphs
 
     record = next(r for r in face_glyphs(default_face(work["latin"]))[0] if r.glyph == "A")
@@ -261,7 +261,7 @@ def test_repaired_font_shapes_arabic_like_the_original(work, tmp_path):
     picks the same glyphs (init/medi/fina included) for every word as it does with the original."""
     from glyph_train.inference.repair import write_repaired_font
     from glyph_train.inference.sources import known_labels
-    from glyph_train.shaping import Shaper
+    from glyph_train.corpus.shaping import Shaper
 
     truth = known_labels(Shaper(work["amiri"].read_bytes()))
     names = TTFont(work["stripped"]).getGlyphOrder()

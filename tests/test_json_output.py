@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from glyph_train.cli import main
-from glyph_train.export import save_export
-from glyph_train.model import GlyphModel
+from glyph_train.model.export import save_export
+from glyph_train.model.network import GlyphModel
 from tests.dbfactory import DEFAULT_FONTS, write_db
 
 
@@ -39,7 +39,7 @@ def test_metrics_log_writes_null_for_nan_and_inf(tmp_path: Path) -> None:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    from glyph_train.tracking import MetricsLog
+    from glyph_train.training.tracking import MetricsLog
 
     AcceleratorState._reset_state(reset_partial_state=True)
     try:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning.losses import SupConLoss
 
-from glyph_train.losses import all_gather_with_grad, distributed_supcon_loss, supcon_loss
+from glyph_train.training.losses import all_gather_with_grad, distributed_supcon_loss, supcon_loss
 
 REPO = Path(__file__).resolve().parents[1]
 

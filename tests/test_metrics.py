@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from glyph_train import metrics
+from glyph_train.evaluation import metrics
 from glyph_train.errors import GlyphTrainError
-from glyph_train.metrics import (
+from glyph_train.evaluation.metrics import (
     classification_metrics,
     effect_size,
     evaluate_embeddings,
@@ -278,7 +278,7 @@ def test_evaluate_embeddings_is_deterministic_and_rejects_non_finite():
 
 def test_nan_logits_are_refused_not_counted_as_hits() -> None:
     from glyph_train.errors import GlyphTrainError
-    from glyph_train.metrics import classification_metrics
+    from glyph_train.evaluation.metrics import classification_metrics
 
     logits = np.zeros((3, 4), dtype=np.float32)
     logits[:, 0] = np.nan

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from glyph_train import metrics
-from glyph_train.metrics import nearest_neighbours, normalise, retrieval_metrics, search_method
+from glyph_train.evaluation import metrics
+from glyph_train.evaluation.metrics import nearest_neighbours, normalise, retrieval_metrics, search_method
 
 
 def embeddings_like_a_trained_model(n: int = 3000, dim: int = 64, labels: int = 120, seed: int = 0):

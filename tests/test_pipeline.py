@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from glyph_train.pipeline import render_rows, to_model_input
-from glyph_train.raster import EmBox, RenderParams, render
-from glyph_train.shaping import ContourPen
+from glyph_train.cache.pipeline import render_rows, to_model_input
+from glyph_train.cache.raster import EmBox, RenderParams, render
+from glyph_train.corpus.shaping import ContourPen
 
 def _drawn(points: list[tuple[float, float]]) -> str:
     """Contours JSON as build-db writes it (ContourPen: whatever the DB format is)."""

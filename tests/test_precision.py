@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from glyph_train.distributed import cpu_bf16_flags, native_bf16, resolve_mixed_precision
+from glyph_train.training.distributed import cpu_bf16_flags, native_bf16, resolve_mixed_precision
 from tests.dbfactory import DEFAULT_FONTS, write_db
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,11 +16,11 @@ import pytest
 
 from dbfactory import SCHEMA, write_db, write_db_without, write_empty_db
 from glyph_train.cli import main
-from glyph_train.db import GlyphFilter, GlyphMeta, fetch_contours, open_readonly, select_glyphs
+from glyph_train.corpus.db import GlyphFilter, GlyphMeta, fetch_contours, open_readonly, select_glyphs
 from glyph_train.errors import GlyphTrainError
-from glyph_train.prepare import fingerprint_of, images_view, load_prepared, prepare
-from glyph_train.raster import EmBox, RenderParams, render
-from glyph_train.splits import family_key, split_glyphs
+from glyph_train.cache.prepare import fingerprint_of, images_view, load_prepared, prepare
+from glyph_train.cache.raster import EmBox, RenderParams, render
+from glyph_train.cache.splits import family_key, split_glyphs
 
 
 def file_state(path: Path) -> tuple[str, int]:
@@ -225,7 +225,7 @@ def test_cache_hit_and_fingerprint_changes(prepared, db, tmp_path, capsys):
         GlyphFilter(drop_singletons=True), GlyphFilter(char_classes=("latin",)), GlyphFilter(labels=("65_isol",)))]
     fps = {fingerprint_of(sel, *v) for v in variants}
     assert len(fps) == len(variants) and fp not in fps
-    import glyph_train.prepare as prepare_mod  # a changed split algorithm must not reuse old splits
+    import glyph_train.cache.prepare as prepare_mod  # a changed split algorithm must not reuse old splits
 
     old_version = prepare_mod.SPLIT_VERSION
     try:

@@ -22,7 +22,7 @@ from fontTools.pens.t2CharStringPen import T2CharStringPen
 from fontTools.ttLib import TTFont
 from scipy import ndimage
 
-from glyph_train.raster import (
+from glyph_train.cache.raster import (
     RENDERER_VERSION,
     EmBox,
     RenderParams,

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from glyph_train.samplers import ClassBalancedBatchSampler
+from glyph_train.training.samplers import ClassBalancedBatchSampler
 
 
 def uneven_labels(seed=0, num_classes=30, n=600):

@@ -243,7 +243,7 @@ def test_isolated_worker_survives_crash_and_timeout():
 
 
 def test_export_file_names_match_the_export_module():
-    from glyph_train import export
+    from glyph_train.model import export
     from glyph_train.serve import app
 
     assert (app.LABELS, app.CONFIG) == (export.LABELS, export.CONFIG)

@@ -10,7 +10,7 @@ from fontTools.pens.boundsPen import BoundsPen
 from fontTools.pens.recordingPen import DecomposingRecordingPen
 from fontTools.ttLib import TTFont
 
-from glyph_train.shaping import ContourPen, Shaper
+from glyph_train.corpus.shaping import ContourPen, Shaper
 
 AMIRI = Path(str(files("fontpkg_amiri") / "files" / "Amiri-Regular.ttf"))
 ROBOTO = Path(str(files("fontpkg_roboto") / "files" / "Roboto[wdth,wght].ttf"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from glyph_train.db import select_glyphs
-from glyph_train.splits import family_key, split_glyphs
+from glyph_train.corpus.db import select_glyphs
+from glyph_train.cache.splits import family_key, split_glyphs
 from tests.dbfactory import write_db
 
 

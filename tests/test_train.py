@@ -79,7 +79,7 @@ def test_two_processes_through_documented_cpu_launch(workdir: Path, reference: P
     assert list(offline[0].glob("files/media/images/retrieval/query_*.png")), "no retrieval example images"
     # a global batch of 2 x 16 halves the optimizer steps of the 1-process run
     assert records(run)[-1]["step"] * 2 == pytest.approx(records(reference)[-1]["step"], abs=2)
-    from glyph_train.export import load_export
+    from glyph_train.model.export import load_export
 
     model, labels, config = load_export(run / "export")
     assert model.classifier.out_features == len(labels) and config["model"] == "test_vit"
@@ -126,7 +126,7 @@ def train_in_process(root: Path, out: str, *extra: str) -> list[dict]:
     """Same process as the in-process reference, so any difference comes from the flag, not from threads."""
     from accelerate.state import AcceleratorState
 
-    from glyph_train.config import parse_config
+    from glyph_train.training.config import parse_config
     from glyph_train.train import train as run_training
 
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -213,7 +213,7 @@ def test_cosine_schedule_spans_every_optimizer_step_with_a_partial_accumulation(
 def _train_rows(root: Path) -> int:
     """Training rows of the reference run's cache: --cache-dir holds one cache per fingerprint, and other tests
     add theirs beside it; the reference's is the one made with common_args' defaults."""
-    from glyph_train.prepare import INFO_FILE, load_prepared
+    from glyph_train.cache.prepare import INFO_FILE, load_prepared
 
     def is_reference(info: dict) -> bool:
         flt = info["filter"]

@@ -2,7 +2,7 @@ from importlib.resources import files
 
 import pytest
 
-from glyph_train.unicode_data import (
+from glyph_train.corpus.unicode_data import (
     CHAR_CLASSES, FORMS, char_class, forms_for, is_listed, joining_group, joining_type, label,
 )
 

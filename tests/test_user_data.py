@@ -18,11 +18,11 @@ import pytest
 
 from dbfactory import write_db
 from glyph_train.cli import main
-from glyph_train.db import GlyphFilter
+from glyph_train.corpus.db import GlyphFilter
 from glyph_train.errors import GlyphTrainError
 from glyph_train.outputs import check_outputs
-from glyph_train.prepare import load_prepared, prepare
-from glyph_train.raster import RenderParams
+from glyph_train.cache.prepare import load_prepared, prepare
+from glyph_train.cache.raster import RenderParams
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,7 +90,7 @@ def test_cache_from_before_the_manifest_is_replaced_by_its_layout_only(db, tmp_p
 
 
 def test_a_file_dropped_into_the_cache_while_rendering_stops_the_swap(db, tmp_path, monkeypatch):
-    import glyph_train.prepare as prepare_mod
+    import glyph_train.cache.prepare as prepare_mod
 
     out = tmp_path / "cache"
     prepare(db, out, RenderParams(img_size=16), "font", 0.2, 0, 1, GlyphFilter())

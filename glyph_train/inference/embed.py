@@ -23,7 +23,7 @@ from glyph_train.inference.index import DEFAULT_FACTORY, GlyphIndex, add_vectors
     new_index, save_index, table_from_rows
 from glyph_train.inference.predictor import Predictor
 from glyph_train.inference.sources import GlyphRecord, db_font_files, db_records, face_glyphs, font_faces
-from glyph_train.pipeline import RenderReport
+from glyph_train.cache.pipeline import RenderReport
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +63,7 @@ def embed(checkpoint, out: Path, db: Path | None = None, inputs=(), append: bool
     from accelerate import Accelerator
     from accelerate.utils import gather_object
 
-    from glyph_train.distributed import check_world_size
+    from glyph_train.training.distributed import check_world_size
 
     out = Path(out)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -122,7 +122,7 @@ def _work_units(db: Path | None, inputs, skip_fonts: set[str]) -> tuple[list, li
     """The fonts to embed, in a fixed order: ("db", font hash, glyph metas) or ("font", FontFace)."""
     skipped: list[str] = []
     if db is not None:
-        from glyph_train.db import select_glyphs
+        from glyph_train.corpus.db import select_glyphs
 
         sel = select_glyphs(db)
         groups: dict[str, list] = defaultdict(list)
@@ -132,7 +132,7 @@ def _work_units(db: Path | None, inputs, skip_fonts: set[str]) -> tuple[list, li
         if sel.skipped:
             skipped.append(f"{db}: skipped rows: " + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in sel.skipped.items()))
         return [("db", font, metas) for font, metas in groups.items()], skipped
-    from glyph_train.fonts import find_font_files
+    from glyph_train.corpus.fonts import find_font_files
 
     units = []
     for path in find_font_files(inputs):

@@ -21,8 +21,8 @@ import numpy as np
 from glyph_train.cli import positive_int
 from glyph_train.errors import GlyphTrainError
 from glyph_train.inference.index import GlyphIndex, load_index
-from glyph_train.raster import EmBox, RenderParams, render
-from glyph_train.unicode_data import FORMS
+from glyph_train.cache.raster import EmBox, RenderParams, render
+from glyph_train.corpus.unicode_data import FORMS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -248,7 +248,7 @@ def row_image(gi: GlyphIndex, meta: dict) -> np.ndarray | None:
 
 
 def write_sheet(gi: GlyphIndex, query: dict, results: list[dict], out: Path) -> None:
-    from glyph_train.show import contact_sheet
+    from glyph_train.cache.show import contact_sheet
 
     size = int(gi.info["img_size"])
     blank = np.zeros((size, size), np.uint8)

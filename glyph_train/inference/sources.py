@@ -17,10 +17,10 @@ import uharfbuzz as hb
 from fontTools.ttLib import TTFont
 
 from glyph_train.errors import GlyphTrainError
-from glyph_train.fonts import FontError, FontFace, list_faces, sfnt_data
-from glyph_train.raster import EmBox, em_box_from_metrics
-from glyph_train.shaping import Shaper
-from glyph_train.unicode_data import forms_for, is_listed, label as make_label
+from glyph_train.corpus.fonts import FontError, FontFace, list_faces, sfnt_data
+from glyph_train.cache.raster import EmBox, em_box_from_metrics
+from glyph_train.corpus.shaping import Shaper
+from glyph_train.corpus.unicode_data import forms_for, is_listed, label as make_label
 
 ZWJ = 0x200D
 _CONTEXTS = {"init": ((), (ZWJ,)), "medi": ((ZWJ,), (ZWJ,)), "fina": ((ZWJ,), ())}
@@ -151,7 +151,7 @@ def shaped_form_glyph(font: hb.Font, cp: int, form: str) -> int | None:
 
 def db_font_files(db: Path) -> dict[str, str]:
     """fonts.file_hash -> file_name of a glyphs.db ('' where the column is absent)."""
-    from glyph_train.db import open_readonly, table_columns
+    from glyph_train.corpus.db import open_readonly, table_columns
 
     conn = open_readonly(db)
     try:
@@ -164,7 +164,7 @@ def db_font_files(db: Path) -> dict[str, str]:
 
 def db_records(db: Path, glyphs, font_files: dict[str, str]) -> Iterator[GlyphRecord]:
     """GlyphRecords of selected DB rows (GlyphMeta), contours fetched in chunks on a read-only connection."""
-    from glyph_train.db import iter_contours
+    from glyph_train.corpus.db import iter_contours
 
     by_id = {g.glyph_id: g for g in glyphs}
     for gid, text in iter_contours(db, list(by_id)):
@@ -180,7 +180,7 @@ def read_contours(record_source: str, font_file: str, face_index: int, instance:
         if record_source == "db":
             if db is None or not Path(db).is_file():
                 return None
-            from glyph_train.db import iter_contours
+            from glyph_train.corpus.db import iter_contours
 
             return next(iter(iter_contours(db, [glyph_id])))[1]
         coords = dict((k, float(v)) for k, v in (p.split("=") for p in instance.split(",") if p)) if instance else {}

@@ -17,7 +17,7 @@ from glyph_train.errors import GlyphTrainError
 from glyph_train.serve.catalog import Catalog, describe_label, label_parts
 from glyph_train.serve.images import PngCache
 from glyph_train.serve.review import Reviews, UploadNotFound
-from glyph_train.unicode_data import FORMS
+from glyph_train.corpus.unicode_data import FORMS
 
 log = logging.getLogger("glyph_train.serve")
 PER_PAGE = (50, 100, 200, 500)

@@ -23,9 +23,9 @@ import pyarrow.compute as pc
 from glyph_train.errors import GlyphTrainError
 from glyph_train.inference.index import GlyphIndex, load_index
 from glyph_train.inference.search import parse_char
-from glyph_train.raster import EmBox
+from glyph_train.cache.raster import EmBox
 from glyph_train.serve.images import PngCache, glyph_png
-from glyph_train.unicode_data import FORMS
+from glyph_train.corpus.unicode_data import FORMS
 
 LABEL = re.compile(r"^(\d+)_(\w+)$")
 MAX_K = 100
@@ -207,8 +207,8 @@ _SHAPER_LOCK = threading.Lock()
 def _shaper(font_file: str, face_index: int, instance: str):
     """One parsed face per indexed font file, kept while its glyphs are being shown (a results page draws
     many glyphs of few fonts)."""
-    from glyph_train.fonts import sfnt_data
-    from glyph_train.shaping import Shaper
+    from glyph_train.corpus.fonts import sfnt_data
+    from glyph_train.corpus.shaping import Shaper
 
     coords = {k: float(v) for k, v in (p.split("=") for p in instance.split(",") if p)}
     return Shaper(sfnt_data(Path(font_file)), face_index, coords)

@@ -11,7 +11,7 @@ from typing import Callable, Hashable
 import numpy as np
 from PIL import Image
 
-from glyph_train.raster import EmBox, RenderParams, render
+from glyph_train.cache.raster import EmBox, RenderParams, render
 
 DISPLAY_SIZE = 96  # pixels; large enough to judge a shape, small enough for 100 on a page
 

@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from glyph_train.errors import GlyphTrainError
-from glyph_train.raster import EmBox, em_box_from_metrics
+from glyph_train.cache.raster import EmBox, em_box_from_metrics
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 REQUIRED = {"fonts": ("file_hash",), "glyphs": ("glyph_id", "f_id", "label", "contours")}

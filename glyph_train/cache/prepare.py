@@ -1,6 +1,6 @@
 """`glyph-train prepare`: render a glyphs.db once into a fingerprinted Hugging Face DatasetDict cache.
 
-Pipeline: select metadata (filters, skip counts, content hash; db.py) -> split (splits.py) -> label index
+Pipeline: select metadata (filters, skip counts, content hash; corpus/db.py) -> split (splits.py) -> label index
 -> fingerprint -> reuse OUT if its fingerprint matches, else render in parallel into a temp dir next to
 OUT and rename it into place. Rendering streams: worker processes take shards of a few hundred rows, each
 opens its own read-only connection, fetches contours in chunks and returns an image block that the main
@@ -35,13 +35,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from glyph_train.atomic import replace_dir
-from glyph_train.db import GlyphFilter, GlyphMeta, Selection, add_filter_arguments, filter_from_args, iter_contours, \
+from glyph_train.corpus.db import GlyphFilter, GlyphMeta, Selection, add_filter_arguments, filter_from_args, iter_contours, \
     select_glyphs
 from glyph_train.errors import GlyphTrainError
 from glyph_train.outputs import check_free_space, check_output_dir, check_outputs, declare, existing_file
-from glyph_train.pipeline import render_rows
-from glyph_train.raster import FITS, RENDERER_VERSION, EmBox, RenderParams
-from glyph_train.splits import SPLIT_VERSION, SPLITS, SplitResult, split_glyphs
+from glyph_train.cache.pipeline import render_rows
+from glyph_train.cache.raster import FITS, RENDERER_VERSION, EmBox, RenderParams
+from glyph_train.cache.splits import SPLIT_VERSION, SPLITS, SplitResult, split_glyphs
 
 CACHE_FORMAT = 1  # bump when the on-disk layout or column meaning changes
 SHARD_ROWS = 500  # rows per render task: 8 MB of 128 px images in flight, a smooth progress bar

@@ -14,7 +14,7 @@ from typing import Any, Hashable, Iterable
 import numpy as np
 import torch
 
-from glyph_train.raster import EmBox, RenderParams, render
+from glyph_train.cache.raster import EmBox, RenderParams, render
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from glyph_train.db import GlyphMeta
+from glyph_train.corpus.db import GlyphMeta
 from glyph_train.errors import GlyphTrainError
 
 SPLITS = ("font", "stratified")

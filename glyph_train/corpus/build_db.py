@@ -29,10 +29,10 @@ from tqdm import tqdm
 
 from glyph_train.cli import positive_int
 from glyph_train.errors import GlyphTrainError
-from glyph_train.fonts import FontError, FontFace, error_line, find_font_files, list_faces, sfnt_data
+from glyph_train.corpus.fonts import FontError, FontFace, error_line, find_font_files, list_faces, sfnt_data
 from glyph_train.outputs import check_output_file, check_outputs
-from glyph_train.shaping import Shaper
-from glyph_train.unicode_data import CHAR_CLASSES, char_class, forms_for, is_listed, joining_group, label
+from glyph_train.corpus.shaping import Shaper
+from glyph_train.corpus.unicode_data import CHAR_CLASSES, char_class, forms_for, is_listed, joining_group, label
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fonts (
@@ -117,7 +117,7 @@ def build_db(out: Path, inputs: Sequence[str | Path], fontpkg: bool = False,
              char_classes: frozenset[str] | None = None, jobs: int = 1, progress: bool = False,
              warn: Callable[[str], None] | None = None, fontsource: str | None = None) -> BuildSummary:
     """Add every face of the input fonts not yet in `out`; `warn` gets one line per skipped font.
-    `fontsource`: @fontsource package names / sets (glyph_train/fontsource.py) to add as well."""
+    `fontsource`: @fontsource package names / sets (glyph_train/corpus/fontsource.py) to add as well."""
     # tqdm.write keeps a skip line from tearing the progress bar.
     warn = warn or (lambda line: tqdm.write(f"glyph-train build-db: {line}", file=sys.stderr))
     start = time.perf_counter()
@@ -127,7 +127,7 @@ def build_db(out: Path, inputs: Sequence[str | Path], fontpkg: bool = False,
     summary = BuildSummary()
     package_faces: list[FontFace] = []
     if fontsource:
-        from glyph_train.fontsource import fontsource_faces
+        from glyph_train.corpus.fontsource import fontsource_faces
         package_faces, summary.fonts_skipped = fontsource_faces(fontsource, warn)
     conn = _open_output(out)
     try:
@@ -147,7 +147,7 @@ def build_db(out: Path, inputs: Sequence[str | Path], fontpkg: bool = False,
                     known.add(face.file_hash)
                     faces.append(face)
         if package_faces:
-            from glyph_train.fontsource import add_package_faces
+            from glyph_train.corpus.fontsource import add_package_faces
             summary.fonts_present += add_package_faces(conn, package_faces, faces, known, warn)
         statements = _insert_statements(conn)
         labels: set[str] = set()

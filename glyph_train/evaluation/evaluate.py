@@ -18,11 +18,11 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
-from glyph_train.calibration import fit_temperature
+from glyph_train.evaluation.calibration import fit_temperature
 from glyph_train.errors import GlyphTrainError
-from glyph_train.metrics import (confused_pairs, equivalent_top1, evaluate_embeddings, nearest_neighbours,
+from glyph_train.evaluation.metrics import (confused_pairs, equivalent_top1, evaluate_embeddings, nearest_neighbours,
                                  predictions)
-from glyph_train.tracking import json_safe
+from glyph_train.training.tracking import json_safe
 
 NUM_EXAMPLE_QUERIES = 4
 NUM_CONFUSED_PAIRS = 30
@@ -74,7 +74,7 @@ def log_retrieval_examples(log, examples: dict, dataset, label_names: list[str],
     """A W&B image per query: the query glyph, then its top-k neighbours, each captioned with its label."""
     if not examples:
         return
-    from glyph_train.show import contact_sheet
+    from glyph_train.cache.show import contact_sheet
 
     rows, labels = examples["rows"], examples["labels"]
     for qi, (q, nbrs) in enumerate(zip(examples["queries"], examples["neighbours"])):
@@ -89,7 +89,7 @@ def log_retrieval_examples(log, examples: dict, dataset, label_names: list[str],
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from glyph_train.db import add_filter_arguments
+    from glyph_train.corpus.db import add_filter_arguments
 
     parser.add_argument("--checkpoint", required=True, help="an export directory (run_dir/export or run_dir/best)")
     parser.add_argument("--db", required=True, help="glyphs.db to evaluate on (opened read-only)")
@@ -100,8 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from glyph_train.db import filter_from_args
-    from glyph_train.export import EXPORT_FILES, load_export
+    from glyph_train.corpus.db import filter_from_args
+    from glyph_train.model.export import EXPORT_FILES, load_export
     from glyph_train.outputs import check_outputs, existing_file
 
     check_outputs({"--out": args.out}, {"--db": args.db, "--labels": existing_file(args.labels),
@@ -145,9 +145,9 @@ def write_confusions(out: Path, pairs: list[dict], labels: np.ndarray, predicted
                      label_names: list[str], db: Path, img_size: int, fit: str) -> list[Path]:
     """The most confused label pairs as JSON (names, counts, how many top1_equiv forgives) and a contact sheet:
     per pair, one misclassified glyph and the predicted label as the same font draws it (else any font)."""
-    from glyph_train.db import iter_contours
-    from glyph_train.raster import RenderParams, render
-    from glyph_train.show import contact_sheet
+    from glyph_train.corpus.db import iter_contours
+    from glyph_train.cache.raster import RenderParams, render
+    from glyph_train.cache.show import contact_sheet
 
     json_path, png_path = confusion_paths(out)
     named = [{**p, "true": label_names[p["true"]], "predicted": label_names[p["predicted"]]} for p in pairs]
@@ -183,10 +183,10 @@ def embed_selection(model: torch.nn.Module, db: Path, flt, img_size: int, fit: s
     """Render and embed the selected glyphs batch by batch (never all images in memory); rows whose
     outline fails to render are skipped and counted. `rows`, if given, gets (GlyphMeta, digest of the
     contours text) of each embedded glyph, in output order."""
-    from glyph_train.db import iter_contours, select_glyphs
-    from glyph_train.pipeline import model_outputs, render_rows
-    from glyph_train.prepare import RenderFailures
-    from glyph_train.raster import RenderParams
+    from glyph_train.corpus.db import iter_contours, select_glyphs
+    from glyph_train.cache.pipeline import model_outputs, render_rows
+    from glyph_train.cache.prepare import RenderFailures
+    from glyph_train.cache.raster import RenderParams
 
     selection = select_glyphs(db, flt)
     params = RenderParams(img_size=img_size, fit=fit)

@@ -38,7 +38,7 @@ def _segment(op: str, points: int, null_end: bool = False) -> str:
 
 class ContourPen:
     """fontTools pen protocol receiver that writes contours JSON (font units, y up) in the users' format
-    (raster.py's docstring): the old system's tools and glyph-train read each other's DBs.
+    (cache/raster.py's docstring): the old system's tools and glyph-train read each other's DBs.
 
     HarfBuzz reports a TrueType chain of off-curve points as single quadratic segments joined at implied
     on-curve midpoints; those midpoints are dropped again so a qCurveTo carries the whole chain.

@@ -3,8 +3,8 @@
     model.safetensors   weights (no optimizer, scheduler, RNG or Accelerate state)
     labels.json         label names in class-index order: logits[:, i] is labels[i]
     config.json         the resolved training config plus the architecture GlyphModel is rebuilt from, and
-                        `temperature`: the softmax temperature fitted on the validation split (calibration.py;
-                        absent in older exports, read as 1)
+                        `temperature`: the softmax temperature fitted on the validation split
+                        (evaluation/calibration.py; absent in older exports, read as 1)
 
 Saving is atomic: the files are written and fsynced in a temporary directory beside the target, which then
 takes the target's name by rename. A crash at any point leaves either the previous export or the new one
@@ -27,7 +27,7 @@ from safetensors.torch import load_model, save_model
 
 from glyph_train.atomic import replace_dir
 from glyph_train.errors import GlyphTrainError
-from glyph_train.model import GlyphModel
+from glyph_train.model.network import GlyphModel
 
 WEIGHTS, LABELS, CONFIG = "model.safetensors", "labels.json", "config.json"
 EXPORT_FILES = (WEIGHTS, LABELS, CONFIG)
