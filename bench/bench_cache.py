@@ -29,9 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from dbfactory import LATIN, fontpkg_specs, write_db  # noqa: E402
 
-from glyph_train.corpus.db import GlyphFilter  # noqa: E402
-from glyph_train.cache.prepare import images_view, prepare  # noqa: E402
+from glyph_train.cache.prepare import prepare  # noqa: E402
 from glyph_train.cache.raster import RenderParams  # noqa: E402
+from glyph_train.cache.reader import images_view  # noqa: E402
+from glyph_train.corpus.db import GlyphFilter  # noqa: E402
 
 EXTRA = "".join(chr(c) for c in range(0xC0, 0x180))  # Latin-1 supplement + Latin Extended-A letters
 

@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from glyph_train.training.losses import supcon_loss
 from glyph_train.model.network import GlyphModel, param_groups
+from glyph_train.training.losses import supcon_loss
 
 NUM_CLASSES = 200
 

@@ -28,12 +28,12 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from fontfactory import fontpkg_file  # noqa: E402
 
-from glyph_train.model.export import save_export  # noqa: E402
+from glyph_train.cache.pipeline import model_outputs  # noqa: E402
 from glyph_train.inference.embed import embed  # noqa: E402
 from glyph_train.inference.predictor import Predictor  # noqa: E402
 from glyph_train.inference.sources import face_glyphs, font_faces  # noqa: E402
+from glyph_train.model.export import save_export  # noqa: E402
 from glyph_train.model.network import GlyphModel  # noqa: E402
-from glyph_train.cache.pipeline import model_outputs  # noqa: E402
 
 DEFAULT_FONTS = (("fontpkg_almarai", "Almarai-Regular.ttf"), ("fontpkg_abril_fatface", "AbrilFatface-Regular.ttf"),
                  ("fontpkg_bebas_neue", "BebasNeue-Regular.ttf"), ("fontpkg_lobster", "Lobster-Regular.ttf"))

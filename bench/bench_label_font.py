@@ -34,12 +34,12 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from fontfactory import strip_font  # noqa: E402
 
+from glyph_train.corpus.shaping import Shaper  # noqa: E402
+from glyph_train.corpus.unicode_data import char_class  # noqa: E402
 from glyph_train.inference.label_font import UNKNOWN, label_font  # noqa: E402
 from glyph_train.inference.predictor import Predictor  # noqa: E402
 from glyph_train.inference.repair import write_repaired_font  # noqa: E402
 from glyph_train.inference.sources import known_labels  # noqa: E402
-from glyph_train.corpus.shaping import Shaper  # noqa: E402
-from glyph_train.corpus.unicode_data import char_class  # noqa: E402
 
 ARABIC_LETTERS = [chr(c) for c in range(0x0627, 0x064B) if unicodedata.category(chr(c)) == "Lo" and c != 0x0640]
 LATIN_LETTERS = [chr(c) for c in range(0x41, 0x5B)] + [chr(c) for c in range(0x61, 0x7B)] + list("0123456789")

@@ -48,14 +48,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from dbfactory import LATIN, fontpkg_specs, write_db  # noqa: E402
 
 import glyph_train.train as train_module  # noqa: E402
-from glyph_train.training.config import TrainConfig  # noqa: E402
-from glyph_train.training.data import make_loaders, open_training_data  # noqa: E402
-from glyph_train.corpus.db import GlyphFilter  # noqa: E402
-from glyph_train.training.losses import supcon_loss  # noqa: E402
-from glyph_train.evaluation.metrics import native_bf16_matmul  # noqa: E402
-from glyph_train.model.network import GlyphModel, param_groups  # noqa: E402
 from glyph_train.cache.prepare import prepare  # noqa: E402
 from glyph_train.cache.raster import RenderParams  # noqa: E402
+from glyph_train.corpus.db import GlyphFilter  # noqa: E402
+from glyph_train.evaluation.metrics import native_bf16_matmul  # noqa: E402
+from glyph_train.model.network import GlyphModel, param_groups  # noqa: E402
+from glyph_train.training.config import TrainConfig  # noqa: E402
+from glyph_train.training.data import make_loaders, open_training_data  # noqa: E402
+from glyph_train.training.losses import supcon_loss  # noqa: E402
 
 
 def log(msg: str) -> None:

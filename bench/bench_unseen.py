@@ -31,8 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from glyph_train.corpus.fontsource import package_name  # noqa: E402
 from glyph_train.cache.splits import family_key  # noqa: E402
+from glyph_train.corpus.fontsource import package_name  # noqa: E402
 
 CORE_LABELS = REPO / "launch" / "core_labels.txt"
 FULL_MIN_FAMILIES = 20

@@ -21,17 +21,18 @@ import torch.nn.functional as F
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from glyph_train.errors import GlyphTrainError
+from glyph_train.evaluation.evaluate import evaluate_model, log_retrieval_examples
+from glyph_train.model.export import save_export
+from glyph_train.model.network import GlyphModel, check_model_name, param_groups
+from glyph_train.outputs import check_output_dir, check_outputs, existing_file
 from glyph_train.training import config as config_mod
 from glyph_train.training.checkpoint import Checkpointer, TrainState, claim_run_dir
 from glyph_train.training.config import TrainConfig
 from glyph_train.training.data import check_one_global_batch, load_training_data, make_loaders
-from glyph_train.training.distributed import check_same_flags, check_world_size, make_accelerator, resolve_mixed_precision
-from glyph_train.errors import GlyphTrainError
-from glyph_train.evaluation.evaluate import evaluate_model, log_retrieval_examples
-from glyph_train.model.export import save_export
+from glyph_train.training.distributed import (check_same_flags, check_world_size, make_accelerator,
+                                              resolve_mixed_precision)
 from glyph_train.training.losses import distributed_supcon_loss
-from glyph_train.outputs import check_output_dir, check_outputs, existing_file
-from glyph_train.model.network import GlyphModel, check_model_name, param_groups
 from glyph_train.training.schedule import make_scheduler, optimizer_steps
 from glyph_train.training.tracking import MetricsLog, start_tracking, wandb_mode
 

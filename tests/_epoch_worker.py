@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from accelerate.utils import set_seed
 
+from glyph_train.train import epoch_batches
 from glyph_train.training.checkpoint import TrainState
 from glyph_train.training.config import TrainConfig
 from glyph_train.training.data import make_loaders, open_training_data
 from glyph_train.training.distributed import make_accelerator
-from glyph_train.train import epoch_batches
 
 
 def main(cache: str, out: str) -> None:

@@ -13,8 +13,8 @@ from fontTools.pens.t2CharStringPen import T2CharStringPen
 from fontTools.ttLib import TTFont
 from fontTools.ttLib.ttCollection import TTCollection
 
-from glyph_train.corpus.build_db import build_db
 from glyph_train.cli import main
+from glyph_train.corpus.build_db import build_db
 from glyph_train.corpus.fonts import fontpkg_font_files
 
 AMIRI = Path(str(files("fontpkg_amiri") / "files" / "Amiri-Regular.ttf"))

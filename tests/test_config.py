@@ -6,8 +6,8 @@ import shlex
 
 import pytest
 
-from glyph_train.training.config import TrainConfig, parse_config
 from glyph_train.errors import GlyphTrainError
+from glyph_train.training.config import TrainConfig, parse_config
 
 # ../shared/seed/QUICK_FIX_GUIDE.md, with `python -m raster.train` replaced by `accelerate launch -m glyph_train.train`
 QUICK_TEST = """--db dataset/glyphs.db --limit 10000 --epochs 10 --batch-size 256 --val-frac 0.1 --num-workers 2

@@ -10,10 +10,11 @@ from collections import Counter
 import pytest
 
 from dbfactory import write_db, write_db_without, write_empty_db
-from glyph_train.corpus.db import (GlyphFilter, add_filter_arguments, family_from_file_name, fetch_contours,
-                            filter_from_args, iter_contours, open_readonly, select_glyphs)
-from glyph_train.errors import GlyphTrainError
 from glyph_train.cache.splits import split_glyphs
+from glyph_train.corpus.db import (GlyphFilter, add_filter_arguments, fetch_contours, filter_from_args, iter_contours,
+                                   open_readonly, select_glyphs)
+from glyph_train.corpus.font_rows import family_from_file_name
+from glyph_train.errors import GlyphTrainError
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from glyph_train.cli import main
 from glyph_train.corpus import fontsource
 from glyph_train.corpus.build_db import build_db
-from glyph_train.cli import main
-from glyph_train.errors import GlyphTrainError
+from glyph_train.corpus.font_rows import family_key
 from glyph_train.corpus.fontsource import (FontsourceFace, SubsetShaper, add_package_faces, default_cache_dir,
-                                    family_sets, fetch_packages, package_faces, resolve_names)
-from glyph_train.cache.splits import family_key
+                                           family_sets, fetch_packages, package_faces, resolve_names)
+from glyph_train.errors import GlyphTrainError
 
 SMALL = "lalezar,lateef"  # 120 kB + 620 kB: one weight, and seven weights whose subsets say "Lateef ExtraBold"
 

@@ -259,9 +259,9 @@ def shape(path: Path, text: str) -> list[int]:
 def test_repaired_font_shapes_arabic_like_the_original(work, tmp_path):
     """Labels taken from the original font's cmap and shaping, written into the stripped copy: HarfBuzz then
     picks the same glyphs (init/medi/fina included) for every word as it does with the original."""
+    from glyph_train.corpus.shaping import Shaper
     from glyph_train.inference.repair import write_repaired_font
     from glyph_train.inference.sources import known_labels
-    from glyph_train.corpus.shaping import Shaper
 
     truth = known_labels(Shaper(work["amiri"].read_bytes()))
     names = TTFont(work["stripped"]).getGlyphOrder()

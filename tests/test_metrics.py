@@ -8,15 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from glyph_train.evaluation import metrics
 from glyph_train.errors import GlyphTrainError
-from glyph_train.evaluation.metrics import (
-    classification_metrics,
-    effect_size,
-    evaluate_embeddings,
-    nearest_neighbours,
-    retrieval_metrics,
-)
+from glyph_train.evaluation import metrics
+from glyph_train.evaluation.metrics import (classification_metrics, effect_size, evaluate_embeddings,
+                                            nearest_neighbours, retrieval_metrics)
 
 # ------------------------------------------------------------------------------------------------ references
 

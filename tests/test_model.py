@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glyph_train.training.losses import supcon_loss
 from glyph_train.model.network import ArcFaceHead, GlyphModel, param_groups
+from glyph_train.training.losses import supcon_loss
 
 
 def tiny(**kwargs):

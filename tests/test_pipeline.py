@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from glyph_train.cache.pipeline import render_rows, to_model_input
-from glyph_train.cache.raster import EmBox, RenderParams, render
+from glyph_train.cache.raster import RenderParams, render
+from glyph_train.corpus.font_rows import EmBox
 from glyph_train.corpus.shaping import ContourPen
 
 def _drawn(points: list[tuple[float, float]]) -> str:

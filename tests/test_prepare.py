@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 
 from dbfactory import SCHEMA, write_db, write_db_without, write_empty_db
+from glyph_train.cache.prepare import fingerprint_of, prepare
+from glyph_train.cache.raster import RenderParams, render
+from glyph_train.cache.reader import images_view, load_prepared
+from glyph_train.cache.splits import split_glyphs
 from glyph_train.cli import main
 from glyph_train.corpus.db import GlyphFilter, GlyphMeta, fetch_contours, open_readonly, select_glyphs
+from glyph_train.corpus.font_rows import EmBox, family_key
 from glyph_train.errors import GlyphTrainError
-from glyph_train.cache.prepare import fingerprint_of, images_view, load_prepared, prepare
-from glyph_train.cache.raster import EmBox, RenderParams, render
-from glyph_train.cache.splits import family_key, split_glyphs
 
 
 def file_state(path: Path) -> tuple[str, int]:

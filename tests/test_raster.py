@@ -22,14 +22,8 @@ from fontTools.pens.t2CharStringPen import T2CharStringPen
 from fontTools.ttLib import TTFont
 from scipy import ndimage
 
-from glyph_train.cache.raster import (
-    RENDERER_VERSION,
-    EmBox,
-    RenderParams,
-    em_box_from_metrics,
-    parse_contours,
-    render,
-)
+from glyph_train.cache.raster import RENDERER_VERSION, RenderParams, parse_contours, render
+from glyph_train.corpus.font_rows import EmBox, em_box_from_metrics
 from tests.dbfactory import pen_to_contours
 
 # ---- helpers -------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def test_checkpoint_problem_finds_truncated_torch_files_and_bad_state(checkpoint
 
 
 def test_train_db_without_cache_dir_keeps_one_cache_per_setting_in_the_user_cache(root, tmp_path, monkeypatch):
-    from glyph_train.cache.prepare import load_prepared
+    from glyph_train.cache.reader import load_prepared
 
     user_cache = tmp_path / "user-cache"
     monkeypatch.setenv("GLYPH_TRAIN_CACHE", str(user_cache))

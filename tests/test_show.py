@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from dbfactory import write_db
+from glyph_train.cache.show import contact_sheet, glyph_caption, label_char
 from glyph_train.cli import main
 from glyph_train.corpus.db import GlyphMeta
-from glyph_train.cache.raster import EmBox
-from glyph_train.cache.show import contact_sheet, glyph_caption, label_char
+from glyph_train.corpus.font_rows import EmBox
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from glyph_train.cache.splits import split_glyphs
 from glyph_train.corpus.db import select_glyphs
-from glyph_train.cache.splits import family_key, split_glyphs
+from glyph_train.corpus.font_rows import family_key
 from tests.dbfactory import write_db
 
 

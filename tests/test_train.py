@@ -126,8 +126,8 @@ def train_in_process(root: Path, out: str, *extra: str) -> list[dict]:
     """Same process as the in-process reference, so any difference comes from the flag, not from threads."""
     from accelerate.state import AcceleratorState
 
-    from glyph_train.training.config import parse_config
     from glyph_train.train import train as run_training
+    from glyph_train.training.config import parse_config
 
     AcceleratorState._reset_state(reset_partial_state=True)
     try:
@@ -213,7 +213,7 @@ def test_cosine_schedule_spans_every_optimizer_step_with_a_partial_accumulation(
 def _train_rows(root: Path) -> int:
     """Training rows of the reference run's cache: --cache-dir holds one cache per fingerprint, and other tests
     add theirs beside it; the reference's is the one made with common_args' defaults."""
-    from glyph_train.cache.prepare import INFO_FILE, load_prepared
+    from glyph_train.cache.reader import INFO_FILE, load_prepared
 
     def is_reference(info: dict) -> bool:
         flt = info["filter"]

@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from dbfactory import write_db
+from glyph_train.cache.prepare import prepare
+from glyph_train.cache.raster import RenderParams
+from glyph_train.cache.reader import load_prepared
 from glyph_train.cli import main
 from glyph_train.corpus.db import GlyphFilter
 from glyph_train.errors import GlyphTrainError
 from glyph_train.outputs import check_outputs
-from glyph_train.cache.prepare import load_prepared, prepare
-from glyph_train.cache.raster import RenderParams
 
 REPO = Path(__file__).resolve().parents[1]
 

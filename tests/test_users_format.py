@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from glyph_train.cache.raster import RenderParams, parse_contours, render
 from glyph_train.cli import main as cli_main
-from glyph_train.cache.raster import RenderParams, em_box_from_metrics, parse_contours, render
+from glyph_train.corpus.font_rows import em_box_from_metrics
 from tests.dbfactory import SCHEMA
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,12 +9,15 @@ Both ends live here so the model can never see differently made images at traini
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Hashable, Iterable
 
 import numpy as np
 import torch
 
-from glyph_train.cache.raster import EmBox, RenderParams, render
+from glyph_train.cache.raster import RenderParams, render
+from glyph_train.corpus.font_rows import EmBox
+from glyph_train.errors import GlyphTrainError
 
 
 @dataclass
@@ -50,6 +53,25 @@ class RenderReport:
         if self.blank:
             parts.append(f"{self.blank:,} blank")
         return ", ".join(parts)
+
+
+class RenderFailures:
+    """Counts outlines that fail to render; never silent, and fatal once more than half the rows fail
+    (a DB in a format we misread must stop the command, not yield a cache of a few survivors)."""
+
+    def __init__(self, source: Path | str, selected: int) -> None:
+        self.source, self.selected = source, selected
+        self.count, self.first = 0, None
+
+    def add(self, failed: int, first_error: str | None = None) -> None:
+        self.count += failed
+        self.first = self.first or first_error
+        if self.count * 2 > self.selected:
+            raise GlyphTrainError(f"{self.source}: {self.line()}: more than half of the {self.selected:,} selected "
+                                  f"rows; is the contours column in glyph-train's format (README: Contours)?")
+
+    def line(self) -> str:
+        return f"{self.count:,} outline(s) could not be rendered (first: {self.first})"
 
 
 @dataclass

@@ -26,6 +26,8 @@ from typing import Any, Sequence
 import numpy as np
 import skia
 
+from glyph_train.corpus.font_rows import EmBox
+
 try:  # ~2x faster than json on coordinate-heavy text; the parse is a fifth of a render
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover
@@ -54,46 +56,6 @@ class RenderParams:
             raise ValueError(f"fit must be one of {FITS}, got {self.fit!r}")
         if not 0.0 <= self.margin < 0.5:
             raise ValueError(f"margin must be in [0, 0.5), got {self.margin}")
-
-
-@dataclass(frozen=True)
-class EmBox:
-    """The font's vertical extent in font units; descent is negative (below the baseline)."""
-
-    upem: float
-    ascent: float
-    descent: float
-
-
-def em_box_from_metrics(
-    upem: float | None,
-    ascent: float | None,
-    descent: float | None,
-    typo_ascent: float | None = None,
-    typo_descent: float | None = None,
-) -> EmBox:
-    """EmBox from a fonts row: OS/2 typo metrics when set (they are meant for layout), else hhea, else 0.8/-0.2 em."""
-    upem = _positive(upem) or 1000.0
-    for a, d in ((typo_ascent, typo_descent), (ascent, descent)):
-        a, d = _positive(a), _number(d)
-        if a and d is not None and a + abs(d) > 0:  # a descent of 0 is real (e.g. pixel fonts), not missing
-            # Some fonts store the descender as a positive magnitude: normalise to below-baseline.
-            return EmBox(upem, a, -abs(d))
-    return EmBox(upem, upem * 0.8, -upem * 0.2)
-
-
-def _number(value: Any) -> float | None:
-    """A metric as float; None when missing or not a number (DB columns may hold NULL or TEXT)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _positive(value: Any) -> float | None:
-    number = _number(value)
-    return number if number is not None and number > 0 else None
 
 
 def _point(p: Any, where: str) -> tuple[float, float]:

@@ -19,13 +19,12 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from glyph_train.cache.pipeline import RenderFailures, render_rows
+from glyph_train.cache.raster import FITS, RenderParams
 from glyph_train.cli import positive_int
 from glyph_train.corpus.db import GlyphFilter, GlyphMeta, iter_contours, parse_label_list, select_glyphs
 from glyph_train.errors import GlyphTrainError
 from glyph_train.outputs import check_output_file, check_outputs, existing_file
-from glyph_train.cache.pipeline import render_rows
-from glyph_train.cache.prepare import RenderFailures
-from glyph_train.cache.raster import FITS, RenderParams
 
 CAPTION_SIZE = 11
 LINE_HEIGHT = 13

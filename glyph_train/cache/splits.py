@@ -11,7 +11,6 @@ Either way, validation rows whose label has no train row are dropped (the classi
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -19,27 +18,12 @@ from typing import Sequence
 import numpy as np
 
 from glyph_train.corpus.db import GlyphMeta
+from glyph_train.corpus.font_rows import family_key
 from glyph_train.errors import GlyphTrainError
 
 SPLITS = ("font", "stratified")
 SPLIT_VERSION = 2  # bump when an algorithm changes: it is part of the cache fingerprint
 _SCRIPTS = {"arabic", "latin", "greek", "cyrillic"}
-_STYLE_WORDS = {
-    "thin", "hairline", "extralight", "ultralight", "light", "book", "regular", "normal", "medium", "semibold",
-    "demibold", "bold", "extrabold", "ultrabold", "black", "heavy", "italic", "oblique", "condensed",
-    "semicondensed", "extracondensed", "expanded", "semiexpanded", "narrow", "wide", "extra", "ultra", "semi",
-    "demi",
-}
-
-
-def family_key(family: str) -> str:
-    """'Roboto Light Italic' -> 'roboto'; 'Noto Sans Arabic' stays whole. Only trailing style words go."""
-    words = re.split(r"[\s_-]+", family.strip().lower())
-    while len(words) > 1 and words[-1] in _STYLE_WORDS:
-        words.pop()
-    return " ".join(words)
-
-
 @dataclass
 class SplitResult:
     method: str

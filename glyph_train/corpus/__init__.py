@@ -6,4 +6,5 @@
     unicode_data.py  Arabic joining type and group, char_class, labels (`65_isol`)
     build_db.py      `glyph-train build-db`: the glyphs.db writer
     db.py            the glyphs.db reader: read-only open, schema check, selection with filters
+    font_rows.py     what a fonts row implies: the em box glyphs are drawn in, the family they belong to
 """

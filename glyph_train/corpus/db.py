@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import re
 import sqlite3
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
@@ -25,8 +24,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from glyph_train.corpus.font_rows import EmBox, em_box_from_metrics, family_from_file_name
 from glyph_train.errors import GlyphTrainError
-from glyph_train.cache.raster import EmBox, em_box_from_metrics
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 REQUIRED = {"fonts": ("file_hash",), "glyphs": ("glyph_id", "f_id", "label", "contours")}
@@ -34,8 +33,6 @@ REQUIRED = {"fonts": ("file_hash",), "glyphs": ("glyph_id", "f_id", "label", "co
 OPTIONAL_GLYPH = {"joining_group": "NO_JOIN", "char_class": "other"}
 OPTIONAL_FONT = ("family_name", "style_name", "upem", "ascent", "descent", "typo_ascent", "typo_descent",
                  "excluded", "file_name")
-FONT_FILE_SUFFIX = re.compile(r"\.(ttf|otf|ttc|otc|woff2?|dfont|pf[ab])$", re.IGNORECASE)
-AXES_TAG = re.compile(r"\[[^\]]*\]")  # Roboto[wdth,wght].ttf: a variable font's axes
 SHAPED_SUFFIX = "_shaped"
 FETCH_CHUNK = 512
 
@@ -239,17 +236,6 @@ class Selection:
     def skipped(self) -> dict[str, int]:
         """Rows left out as unusable (not by a filter), by reason; zero counts omitted."""
         return {k: getattr(self.stats, k) for k in SelectionStats.SKIPS if getattr(self.stats, k)}
-
-
-def family_from_file_name(file_name: str | None) -> str | None:
-    """The family a font file's name implies: the part before the first hyphen, without extension or
-    variable-font axes: Amiri-Bold.ttf -> Amiri, Roboto[wdth,wght].ttf -> Roboto,
-    NotoSansArabic-Regular.otf -> NotoSansArabic. (Trailing style words are dropped later by splits.family_key.)"""
-    if not file_name:
-        return None
-    stem = AXES_TAG.sub("", FONT_FILE_SUFFIX.sub("", Path(str(file_name)).name))
-    family = stem.split("-", 1)[0].strip(" _")
-    return family or None
 
 
 def _font_rows(conn: sqlite3.Connection) -> dict[str, tuple[str, str, EmBox, bool, str, str]]:

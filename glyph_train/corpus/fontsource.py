@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from glyph_train import outputs
-from glyph_train.errors import GlyphTrainError
 from glyph_train.corpus.fonts import FontError, FontFace, list_faces, sfnt_data
 from glyph_train.corpus.shaping import Shaper
+from glyph_train.errors import GlyphTrainError
 
 FAMILY_LIST = "fontsource_families.txt"
 NPM_SCOPE = "@fontsource/"
@@ -310,7 +310,7 @@ def add_package_faces(conn: sqlite3.Connection, package_faces: list[FontsourceFa
     A family another source already brings (fontpkg, font files: in the DB or in `faces`) is left out, so
     no family is in the corpus twice; a family some of whose package faces are in the DB came from here,
     and its missing weights are still added (an interrupted run is completed)."""
-    from glyph_train.cache.splits import family_key
+    from glyph_train.corpus.font_rows import family_key
 
     present = {family_key(f) for (f,) in conn.execute("SELECT DISTINCT family_name FROM fonts") if f}
     present |= {family_key(f.family_name) for f in faces}

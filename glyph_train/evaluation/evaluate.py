@@ -18,10 +18,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
-from glyph_train.evaluation.calibration import fit_temperature
 from glyph_train.errors import GlyphTrainError
+from glyph_train.evaluation.calibration import fit_temperature
 from glyph_train.evaluation.metrics import (confused_pairs, equivalent_top1, evaluate_embeddings, nearest_neighbours,
-                                 predictions)
+                                            predictions)
 from glyph_train.training.tracking import json_safe
 
 NUM_EXAMPLE_QUERIES = 4
@@ -145,9 +145,9 @@ def write_confusions(out: Path, pairs: list[dict], labels: np.ndarray, predicted
                      label_names: list[str], db: Path, img_size: int, fit: str) -> list[Path]:
     """The most confused label pairs as JSON (names, counts, how many top1_equiv forgives) and a contact sheet:
     per pair, one misclassified glyph and the predicted label as the same font draws it (else any font)."""
-    from glyph_train.corpus.db import iter_contours
     from glyph_train.cache.raster import RenderParams, render
     from glyph_train.cache.show import contact_sheet
+    from glyph_train.corpus.db import iter_contours
 
     json_path, png_path = confusion_paths(out)
     named = [{**p, "true": label_names[p["true"]], "predicted": label_names[p["predicted"]]} for p in pairs]
@@ -183,10 +183,9 @@ def embed_selection(model: torch.nn.Module, db: Path, flt, img_size: int, fit: s
     """Render and embed the selected glyphs batch by batch (never all images in memory); rows whose
     outline fails to render are skipped and counted. `rows`, if given, gets (GlyphMeta, digest of the
     contours text) of each embedded glyph, in output order."""
-    from glyph_train.corpus.db import iter_contours, select_glyphs
-    from glyph_train.cache.pipeline import model_outputs, render_rows
-    from glyph_train.cache.prepare import RenderFailures
+    from glyph_train.cache.pipeline import RenderFailures, model_outputs, render_rows
     from glyph_train.cache.raster import RenderParams
+    from glyph_train.corpus.db import iter_contours, select_glyphs
 
     selection = select_glyphs(db, flt)
     params = RenderParams(img_size=img_size, fit=fit)

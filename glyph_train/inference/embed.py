@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from glyph_train.cache.pipeline import RenderReport
 from glyph_train.errors import GlyphTrainError
-from glyph_train.inference.index import DEFAULT_FACTORY, GlyphIndex, add_vectors, check_writable, load_index, \
-    new_index, save_index, table_from_rows
+from glyph_train.inference.index import (DEFAULT_FACTORY, GlyphIndex, add_vectors, check_writable, load_index,
+                                         new_index, save_index, table_from_rows)
 from glyph_train.inference.predictor import Predictor
 from glyph_train.inference.sources import GlyphRecord, db_font_files, db_records, face_glyphs, font_faces
-from glyph_train.cache.pipeline import RenderReport
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

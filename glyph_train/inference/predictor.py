@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from glyph_train.evaluation.calibration import calibrated_probabilities, export_temperature
-from glyph_train.errors import GlyphTrainError
-from glyph_train.model.export import WEIGHTS, load_export
 from glyph_train.cache.pipeline import RenderedRows, model_outputs, render_rows
 from glyph_train.cache.raster import RenderParams
+from glyph_train.errors import GlyphTrainError
+from glyph_train.evaluation.calibration import calibrated_probabilities, export_temperature
+from glyph_train.model.export import WEIGHTS, load_export
 
 
 @dataclass

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from glyph_train.cache.raster import RenderParams, render
 from glyph_train.cli import positive_int
+from glyph_train.corpus.font_rows import EmBox
+from glyph_train.corpus.unicode_data import FORMS
 from glyph_train.errors import GlyphTrainError
 from glyph_train.inference.index import GlyphIndex, load_index
-from glyph_train.cache.raster import EmBox, RenderParams, render
-from glyph_train.corpus.unicode_data import FORMS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

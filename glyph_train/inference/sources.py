@@ -16,11 +16,11 @@ from typing import Iterator
 import uharfbuzz as hb
 from fontTools.ttLib import TTFont
 
-from glyph_train.errors import GlyphTrainError
+from glyph_train.corpus.font_rows import EmBox, em_box_from_metrics
 from glyph_train.corpus.fonts import FontError, FontFace, list_faces, sfnt_data
-from glyph_train.cache.raster import EmBox, em_box_from_metrics
 from glyph_train.corpus.shaping import Shaper
 from glyph_train.corpus.unicode_data import forms_for, is_listed, label as make_label
+from glyph_train.errors import GlyphTrainError
 
 ZWJ = 0x200D
 _CONTEXTS = {"init": ((), (ZWJ,)), "medi": ((ZWJ,), (ZWJ,)), "fina": ((ZWJ,), ())}

@@ -13,11 +13,11 @@ from pathlib import Path
 from flask import Flask, Response, jsonify, redirect, render_template, request, send_file, url_for
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from glyph_train.corpus.unicode_data import FORMS
 from glyph_train.errors import GlyphTrainError
 from glyph_train.serve.catalog import Catalog, describe_label, label_parts
 from glyph_train.serve.images import PngCache
 from glyph_train.serve.review import Reviews, UploadNotFound
-from glyph_train.corpus.unicode_data import FORMS
 
 log = logging.getLogger("glyph_train.serve")
 PER_PAGE = (50, 100, 200, 500)

@@ -20,12 +20,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from glyph_train.corpus.font_rows import EmBox
+from glyph_train.corpus.unicode_data import FORMS
 from glyph_train.errors import GlyphTrainError
 from glyph_train.inference.index import GlyphIndex, load_index
 from glyph_train.inference.search import parse_char
-from glyph_train.cache.raster import EmBox
 from glyph_train.serve.images import PngCache, glyph_png
-from glyph_train.corpus.unicode_data import FORMS
 
 LABEL = re.compile(r"^(\d+)_(\w+)$")
 MAX_K = 100

@@ -11,7 +11,8 @@ from typing import Callable, Hashable
 import numpy as np
 from PIL import Image
 
-from glyph_train.cache.raster import EmBox, RenderParams, render
+from glyph_train.cache.raster import RenderParams, render
+from glyph_train.corpus.font_rows import EmBox
 
 DISPLAY_SIZE = 96  # pixels; large enough to judge a shape, small enough for 100 on a page
 

@@ -14,13 +14,13 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from glyph_train.corpus.font_rows import EmBox
+from glyph_train.corpus.unicode_data import FORMS, forms_for
 from glyph_train.errors import GlyphTrainError
 from glyph_train.inference.label_font import UNKNOWN, FontLabels, GlyphLabel, write_csv
-from glyph_train.cache.raster import EmBox
 from glyph_train.serve.catalog import LABEL, describe_label
 from glyph_train.serve.images import PngCache, glyph_png
 from glyph_train.serve.isolated import run_isolated
-from glyph_train.corpus.unicode_data import FORMS, forms_for
 
 FONT_MAGIC = {b"\x00\x01\x00\x00": ".ttf", b"true": ".ttf", b"OTTO": ".otf", b"ttcf": ".ttc", b"wOFF": ".woff",
               b"wOF2": ".woff2"}

@@ -15,14 +15,15 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from torch.utils.data import DataLoader, Dataset
 
-from glyph_train.training.augment import AugmentParams, augment
-from glyph_train.training.config import TrainConfig
+from glyph_train.cache.pipeline import to_model_input
+from glyph_train.cache.prepare import prepare
+from glyph_train.cache.raster import RenderParams
+from glyph_train.cache.reader import column_array, images_view, load_prepared
 from glyph_train.corpus.db import GlyphFilter, parse_label_list
 from glyph_train.errors import GlyphTrainError
 from glyph_train.outputs import default_cache_dir
-from glyph_train.cache.pipeline import to_model_input
-from glyph_train.cache.prepare import column_array, images_view, load_prepared, prepare
-from glyph_train.cache.raster import RenderParams
+from glyph_train.training.augment import AugmentParams, augment
+from glyph_train.training.config import TrainConfig
 from glyph_train.training.samplers import ClassBalancedBatchSampler
 
 
