@@ -20,7 +20,7 @@ import time
 import faiss
 import numpy as np
 
-from bench.bench_faiss import clustered_embeddings
+from bench_faiss import clustered_embeddings  # bench/ is on sys.path when run as a script
 from glyph_train.inference.index import add_vectors, new_index
 
 DEFAULT_FACTORIES = ("Flat", "HNSW32", "IVF1024,Flat", "IVF4096,PQ32")
