@@ -11,7 +11,8 @@ One subpackage per stage, each importing only the stages above it (and the share
     serve/       `glyph-train serve`: local search and review pages
 
     train.py     the training loop (`accelerate launch -m glyph_train.train`)
-    cli.py       the `glyph-train` console script; errors.py, outputs.py, atomic.py: shared by every stage
+    cli.py       the `glyph-train` console script (no stage imports it)
+    errors.py, outputs.py, atomic.py, flags.py: shared by every stage (flags.py: the type each flag is declared with)
 """
 
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ Both ends live here so the model can never see differently made images at traini
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Hashable, Iterable
 
@@ -18,60 +18,41 @@ import torch
 from glyph_train.cache.raster import RenderParams, render
 from glyph_train.corpus.font_rows import EmBox
 from glyph_train.errors import GlyphTrainError
+from glyph_train.flags import Flag
 
 
 @dataclass
 class RenderReport:
-    """What did not become an image: outlines the renderer refused and outlines that drew nothing."""
+    """What did not become an image: outlines the renderer refused and outlines that drew nothing. Never
+    silent, and fatal once most of a selection fails (`check`): a DB in a format we misread must stop the
+    command, not yield a cache of a few survivors."""
 
     failed: int = 0
     blank: int = 0
     first_error: str | None = None  # the first refused outline's reason, prefixed by its key
-    errors: list[tuple[Hashable, str]] = field(default_factory=list, repr=False)  # first few, for messages
 
     def add_failure(self, key: Hashable, reason: str, key_name: str = "") -> None:
         self.failed += 1
         if self.first_error is None:
             self.first_error = f"{key_name} {key}: {reason}" if key_name else f"{key}: {reason}"
-        if len(self.errors) < 10:
-            self.errors.append((key, reason))
 
     def merge(self, other: "RenderReport") -> None:
-        self.blank += other.blank
-        for key, reason in other.errors:
-            if len(self.errors) < 10:
-                self.errors.append((key, reason))
-        if self.first_error is None:
-            self.first_error = other.first_error
         self.failed += other.failed
+        self.blank += other.blank
+        self.first_error = self.first_error or other.first_error
 
-    def summary(self) -> str:
-        """'' when nothing was lost, else e.g. '3 could not be rendered (first: glyph 7: ...), 1 blank'."""
-        parts = []
-        if self.failed:
-            parts.append(f"{self.failed:,} could not be rendered (first: {self.first_error})")
-        if self.blank:
-            parts.append(f"{self.blank:,} blank")
-        return ", ".join(parts)
-
-
-class RenderFailures:
-    """Counts outlines that fail to render; never silent, and fatal once more than half the rows fail
-    (a DB in a format we misread must stop the command, not yield a cache of a few survivors)."""
-
-    def __init__(self, source: Path | str, selected: int) -> None:
-        self.source, self.selected = source, selected
-        self.count, self.first = 0, None
-
-    def add(self, failed: int, first_error: str | None = None) -> None:
-        self.count += failed
-        self.first = self.first or first_error
-        if self.count * 2 > self.selected:
-            raise GlyphTrainError(f"{self.source}: {self.line()}: more than half of the {self.selected:,} selected "
+    def check(self, source: Path | str, selected: int) -> None:
+        """Raise once more than half of the `selected` rows of `source` failed to render."""
+        if self.failed * 2 > selected:
+            raise GlyphTrainError(f"{source}: {self.failed_line()}: more than half of the {selected:,} selected "
                                   f"rows; is the contours column in glyph-train's format (README: Contours)?")
 
-    def line(self) -> str:
-        return f"{self.count:,} outline(s) could not be rendered (first: {self.first})"
+    def summary(self) -> str:
+        """'' when nothing was lost, else e.g. '3 outline(s) could not be rendered (first: glyph_id 7: ...), 1 blank'."""
+        return ", ".join(([self.failed_line()] if self.failed else []) + ([f"{self.blank:,} blank"] if self.blank else []))
+
+    def failed_line(self) -> str:
+        return f"{self.failed:,} outline(s) could not be rendered (first: {self.first_error})"
 
 
 @dataclass
@@ -112,6 +93,9 @@ def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
         raise TypeError(f"to_model_input takes uint8 images (0-255), got {images.dtype}")
     x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))
     return x.unsqueeze(-3).to(torch.float32).div_(255.0)
+
+
+FORWARD_BATCH_FLAG = Flag("--batch-size", "images per forward pass", 256, type=int)
 
 
 @torch.no_grad()

@@ -26,7 +26,6 @@ import os
 import shutil
 import signal
 import time
-from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,14 +33,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from glyph_train.atomic import replace_dir
-from glyph_train.cache.pipeline import RenderFailures, render_rows
-from glyph_train.cache.raster import FITS, RENDERER_VERSION, RenderParams
+from glyph_train.cache.pipeline import RenderReport, render_rows
+from glyph_train.cache.raster import RENDER_FLAGS, RENDERER_VERSION, RenderParams
 from glyph_train.cache.reader import INFO_FILE, LABELS_FILE, PreparedData, column_array, load_prepared
-from glyph_train.cache.splits import SPLIT_VERSION, SPLITS, SplitResult, split_glyphs
-from glyph_train.corpus.db import (GlyphFilter, GlyphMeta, Selection, add_filter_arguments, filter_from_args,
-                                   iter_contours, select_glyphs)
+from glyph_train.cache.splits import SPLIT_FLAG, SPLIT_VERSION, VAL_FRAC_FLAG, SplitResult, split_glyphs
+from glyph_train.corpus.db import (DB_FLAG, GlyphFilter, GlyphMeta, Selection, add_filter_arguments,
+                                   filter_from_args, iter_contours, select_glyphs)
 from glyph_train.corpus.font_rows import EmBox
 from glyph_train.errors import GlyphTrainError
+from glyph_train.flags import Flag
 from glyph_train.outputs import check_free_space, check_output_dir, check_outputs, declare, existing_file
 
 CACHE_FORMAT = 1  # bump when the on-disk layout or column meaning changes
@@ -50,25 +50,23 @@ LEGACY_LAYOUT = ("dataset_dict.json", "train", "validation", LABELS_FILE, INFO_F
 COLUMNS = ("image", "label", "label_name", "glyph_id", "font", "family", "style", "char_class", "joining_group")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", required=True, type=Path, help="glyphs.db to read (opened read-only)")
-    parser.add_argument("--out", required=True, type=Path, help="cache directory to write (or reuse)")
-    parser.add_argument("--img-size", type=int, default=128, help="image size in pixels (default 128)")
-    parser.add_argument("--fit", choices=FITS, default="tight",
-                        help="tight: glyph bbox fills the frame; em: font metrics do, relative size kept")
-    parser.add_argument("--split", choices=SPLITS, default="font",
-                        help="font: hold out whole families (default); stratified: per label")
-    parser.add_argument("--val-frac", type=float, default=0.1, help="validation share (default 0.1)")
-    parser.add_argument("--num-proc", type=int, default=max(1, min(8, _usable_cpus())),
-                        help="rendering processes (default: CPU count, at most 8)")
-    add_filter_arguments(parser)
-
-
 def _usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))  # honours taskset/cgroup CPU sets, unlike os.cpu_count()
     except AttributeError:
         return os.cpu_count() or 1
+
+
+NUM_PROC_FLAG = Flag("--num-proc", "processes that render the cache", max(1, min(8, _usable_cpus())), type=int,
+                     default_text="the CPUs available, at most 8")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    DB_FLAG.add(parser, required=True)
+    parser.add_argument("--out", required=True, type=Path, help="cache directory to write (or reuse)")
+    for flag in (*RENDER_FLAGS.values(), SPLIT_FLAG, VAL_FRAC_FLAG, NUM_PROC_FLAG):
+        flag.add(parser)
+    add_filter_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -277,18 +275,16 @@ def _shard_rows(glyphs: Sequence[GlyphMeta], indices: Sequence[int], index: dict
 _META = ("label", "label_name", "glyph_id", "font", "family", "style", "char_class", "joining_group")
 
 
-def _render_shard(task: tuple[str, dict, list[tuple]]
-                  ) -> tuple[np.ndarray, dict[str, list], dict[str, int], str | None]:
-    """Worker: own read-only connection, contours fetched in chunks; returns an image block + metadata
-    columns, skip counts and the shard's first render error ("glyph_id N: reason")."""
+def _render_shard(task: tuple[str, dict, list[tuple]]) -> tuple[np.ndarray, dict[str, list], RenderReport]:
+    """Worker: own read-only connection, contours fetched in chunks; returns an image block, its metadata
+    columns and what did not render."""
     db, params, rows = task
     by_id = {row[0]: row for row in rows}
     done = render_rows(((gid, text, EmBox(*by_id[gid][8])) for gid, text in iter_contours(db, list(by_id))),
                        RenderParams(**params), key_name="glyph_id")
     kept = [by_id[gid] for gid in done.keys]
     cols = {c: [row[k] for row in kept] for c, k in zip(_META, (1, 2, 0, 3, 4, 5, 6, 7))}
-    skips = {"render_failed": done.report.failed, "blank": done.report.blank}
-    return done.images, cols, skips, done.report.first_error
+    return done.images, cols, done.report
 
 
 def _ignore_sigint() -> None:
@@ -321,8 +317,7 @@ def _render_splits(db: Path, glyphs: Sequence[GlyphMeta], parts: SplitResult, in
     from tqdm.auto import tqdm
 
     features = cache_features(params.img_size)
-    skips: Counter = Counter({"render_failed": 0, "blank": 0})
-    failures = RenderFailures(db, len(parts.train) + len(parts.validation))
+    report = RenderReport()
     tasks = {name: [(str(db), asdict(params), rows) for rows in _shard_rows(glyphs, idx, index, num_proc)]
              for name, idx in (("train", parts.train), ("validation", parts.validation))}
     procs = max(1, min(num_proc, max(len(t) for t in tasks.values())))
@@ -341,23 +336,24 @@ def _render_splits(db: Path, glyphs: Sequence[GlyphMeta], parts: SplitResult, in
             writer = ArrowWriter(features=features, path=str(path))
             results = pool.imap(_render_shard, split_tasks) if pool else map(_render_shard, split_tasks)
             with tqdm(total=total, unit=" glyphs", desc=f"render {name}", smoothing=0.1) as bar:
-                for images, cols, shard_skips, first_error in results:
-                    failures.add(shard_skips["render_failed"], first_error)  # stops once most rows fail
+                for images, cols, shard in results:
+                    report.merge(shard)
+                    report.check(db, len(parts.train) + len(parts.validation))  # stops once most rows fail
                     if len(images):
                         writer.write_table(_arrow_table(images, cols, features))
-                    skips.update(shard_skips)
-                    bar.update(len(images) + sum(shard_skips.values()))
+                    bar.update(len(images) + shard.failed + shard.blank)
             writer.finalize()
             writer.close()
             out[name] = datasets.Dataset.from_file(str(path))
     finally:
         if pool is not None:
             pool.terminate()
+    skips = {"render_failed": report.failed, "blank": report.blank}
     if len(out["train"]) == 0:
-        raise GlyphTrainError(f"{db}: no training glyph could be rendered ({dict(skips)}; {failures.first})")
-    if failures.count:
-        print(f"prepare: {failures.line()}")
-    return datasets.DatasetDict(out), dict(skips), failures.first
+        raise GlyphTrainError(f"{db}: no training glyph could be rendered ({report.summary()})")
+    if report.failed:
+        print(f"prepare: {report.failed_line()}")
+    return datasets.DatasetDict(out), skips, report.first_error
 
 
 def _drop_untrained_labels(dsd, num_labels: int):

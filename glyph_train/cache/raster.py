@@ -27,6 +27,7 @@ import numpy as np
 import skia
 
 from glyph_train.corpus.font_rows import EmBox
+from glyph_train.flags import flag_field, flags_of
 
 try:  # ~2x faster than json on coordinate-heavy text; the parse is a fifth of a render
     from orjson import loads as _loads
@@ -45,8 +46,11 @@ Contours = list[list[tuple[str, list]]]
 
 @dataclass(frozen=True)
 class RenderParams:
-    img_size: int = 128
-    fit: str = "tight"  # "tight": bbox fills the frame; "em": font metrics fill it, relative size kept
+    """How an outline becomes an image; --img-size and --fit are declared here, for every command."""
+
+    img_size: int = flag_field(128, "image size in pixels")
+    fit: str = flag_field("tight", "tight: the glyph's bbox fills the frame; em: the font's metrics do, "
+                                   "relative size kept", choices=FITS)
     margin: float = 0.08  # fraction of the frame left empty on each side
 
     def __post_init__(self) -> None:
@@ -56,6 +60,9 @@ class RenderParams:
             raise ValueError(f"fit must be one of {FITS}, got {self.fit!r}")
         if not 0.0 <= self.margin < 0.5:
             raise ValueError(f"margin must be in [0, 0.5), got {self.margin}")
+
+
+RENDER_FLAGS = flags_of(RenderParams)
 
 
 def _point(p: Any, where: str) -> tuple[float, float]:

@@ -12,6 +12,7 @@ import importlib
 import os
 import re
 import unicodedata
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -19,11 +20,11 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from glyph_train.cache.pipeline import RenderFailures, render_rows
-from glyph_train.cache.raster import FITS, RenderParams
-from glyph_train.cli import positive_int
-from glyph_train.corpus.db import GlyphFilter, GlyphMeta, iter_contours, parse_label_list, select_glyphs
+from glyph_train.cache.pipeline import render_rows
+from glyph_train.cache.raster import RENDER_FLAGS, RenderParams
+from glyph_train.corpus.db import DB_FLAG, FILTER_FLAGS, GlyphMeta, filter_from_args, iter_contours, select_glyphs
 from glyph_train.errors import GlyphTrainError
+from glyph_train.flags import positive_int
 from glyph_train.outputs import check_output_file, check_outputs, existing_file
 
 CAPTION_SIZE = 11
@@ -35,20 +36,17 @@ _CHAR_FONTS = (("fontpkg_noto_sans", "NotoSans[wdth,wght].ttf"),
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", required=True, type=Path, help="glyphs.db to read (opened read-only)")
+    DB_FLAG.add(parser, required=True)
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--labels", metavar="LIST|FILE", help="glyphs with these labels (comma list or file)")
+    FILTER_FLAGS["labels"].add(what)
     what.add_argument("--fonts", metavar="LIST",
                       help="glyphs of these fonts: comma list of family names, 'Family Style' or font hashes")
     what.add_argument("--random", type=int, metavar="N", help="N glyphs sampled by --seed")
     parser.add_argument("--out", required=True, type=Path, help="image file to write (.png; any format PIL writes)")
-    parser.add_argument("--img-size", type=int, default=128, help="image size in pixels (default 128)")
-    parser.add_argument("--fit", choices=FITS, default="tight", help="raster fit, as in prepare (default tight)")
-    parser.add_argument("--char-classes", metavar="A,B", help="only these char_class values")
-    parser.add_argument("--exclude-shaped", action="store_true", help="leave out labels ending in _shaped")
+    for flag in (*RENDER_FLAGS.values(), *(FILTER_FLAGS[k] for k in ("char_classes", "exclude_shaped", "seed"))):
+        flag.add(parser)
     parser.add_argument("--max", type=positive_int, default=200, dest="max_glyphs", help="at most this many cells (default 200)")
     parser.add_argument("--cols", type=positive_int, default=None, help="cells per row (default: about square)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,17 +59,14 @@ def run(args: argparse.Namespace) -> int:
         raise GlyphTrainError(f"--random must be at least 1, got {args.random}")
     image_format = writable_image_format(args.out)
     check_output_file(args.out, "--out")
-    classes = tuple(s.strip() for s in args.char_classes.split(",") if s.strip()) if args.char_classes else None
-    labels = parse_label_list(args.labels) if args.labels else None
-    flt = GlyphFilter(limit=args.random, seed=args.seed, exclude_shaped=args.exclude_shaped,
-                      char_classes=classes, labels=labels)
+    flt = replace(filter_from_args(args), limit=args.random)
     sel = select_glyphs(args.db, flt)
     glyphs = sel.glyphs
     if args.fonts:
         glyphs = _match_fonts(glyphs, [s.strip() for s in args.fonts.split(",") if s.strip()], args.db)
         glyphs.sort(key=lambda g: (g.family, g.style, g.font, _label_order(g.label)))
-    elif labels:
-        rank = {lab: k for k, lab in enumerate(labels)}
+    elif flt.labels:
+        rank = {lab: k for k, lab in enumerate(flt.labels)}
         glyphs = sorted(glyphs, key=lambda g: (rank[g.label], g.family, g.style, g.glyph_id))
     if not glyphs:
         raise GlyphTrainError(f"{args.db}: nothing to show ({sel.stats.summary()})")
@@ -79,10 +74,9 @@ def run(args: argparse.Namespace) -> int:
     glyphs = glyphs[: args.max_glyphs]
 
     by_id = {g.glyph_id: g for g in glyphs}
-    failures = RenderFailures(args.db, len(glyphs))
     done = render_rows(((gid, text, by_id[gid].em) for gid, text in iter_contours(args.db, list(by_id))), params,
                        skip_blank=False, key_name="glyph_id")
-    failures.add(done.report.failed, done.report.first_error)
+    done.report.check(args.db, len(glyphs))
     if not done.keys:
         raise GlyphTrainError(f"{args.db}: none of the {len(glyphs)} selected glyphs could be rendered "
                               f"(first: {done.report.first_error})")
@@ -101,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         tmp.unlink(missing_ok=True)
     note = f" (first {len(glyphs)} of {total})" if total > len(glyphs) else ""
-    skipped = f"; {failures.line()}" if failures.count else ""
+    skipped = f"; {done.report.summary()}" if done.report.failed else ""
     print(f"show: wrote {args.out}: {len(images)} glyphs{note}{skipped}")
     return 0
 

@@ -20,8 +20,11 @@ import numpy as np
 from glyph_train.corpus.db import GlyphMeta
 from glyph_train.corpus.font_rows import family_key
 from glyph_train.errors import GlyphTrainError
+from glyph_train.flags import Flag
 
 SPLITS = ("font", "stratified")
+SPLIT_FLAG = Flag("--split", "font: hold out whole families; stratified: per label", "font", choices=SPLITS)
+VAL_FRAC_FLAG = Flag("--val-frac", "share of the glyphs held out for validation", 0.1, type=float)
 SPLIT_VERSION = 2  # bump when an algorithm changes: it is part of the cache fingerprint
 _SCRIPTS = {"arabic", "latin", "greek", "cyrillic"}
 @dataclass

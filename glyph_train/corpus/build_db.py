@@ -27,11 +27,11 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from tqdm import tqdm
 
-from glyph_train.cli import positive_int
 from glyph_train.corpus.fonts import FontError, FontFace, error_line, find_font_files, list_faces, sfnt_data
 from glyph_train.corpus.shaping import Shaper
 from glyph_train.corpus.unicode_data import CHAR_CLASSES, char_class, forms_for, is_listed, joining_group, label
 from glyph_train.errors import GlyphTrainError
+from glyph_train.flags import positive_int
 from glyph_train.outputs import check_output_file, check_outputs
 
 SCHEMA = """

@@ -26,6 +26,7 @@ import numpy as np
 
 from glyph_train.corpus.font_rows import EmBox, em_box_from_metrics, family_from_file_name
 from glyph_train.errors import GlyphTrainError
+from glyph_train.flags import Flag, flag_field, flags_of
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 REQUIRED = {"fonts": ("file_hash",), "glyphs": ("glyph_id", "f_id", "label", "contours")}
@@ -42,13 +43,19 @@ FETCH_CHUNK = 512
 
 @dataclass(frozen=True)
 class GlyphFilter:
-    limit: int | None = None
-    seed: int = 0
-    exclude_shaped: bool = False
-    min_label_count: int = 1
-    drop_singletons: bool = False
-    char_classes: tuple[str, ...] | None = None
-    labels: tuple[str, ...] | None = None
+    """Which rows of a glyphs.db a command uses; each field is also the flag that sets it (the flag's text:
+    comma lists and --labels files, parsed by `filter_from_args`)."""
+
+    limit: int | None = flag_field(None, "deterministic sample of N glyphs chosen by --seed", type=int, metavar="N")
+    seed: int = flag_field(0, "seed of every random choice the command makes (--limit or --random sample, "
+                              "split, init, augmentation)")
+    exclude_shaped: bool = flag_field(False, "leave out labels ending in _shaped")
+    min_label_count: int = flag_field(1, "drop labels with fewer than N glyphs", metavar="N")
+    drop_singletons: bool = flag_field(False, "drop labels with a single glyph (= --min-label-count 2)")
+    char_classes: tuple[str, ...] | None = flag_field(None, "keep only these char_class values (comma list)",
+                                                      metavar="A,B")
+    labels: tuple[str, ...] | None = flag_field(None, "keep only these labels: a comma list or a file, one per line",
+                                                metavar="LIST|FILE")
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -67,17 +74,16 @@ class GlyphFilter:
         return d
 
 
+FILTER_FLAGS = flags_of(GlyphFilter)
+# The glyphs.db a command reads; `train --db` and `embed --db` are their own flags (other roles).
+DB_FLAG = Flag("--db", "glyphs.db to read (opened read-only)", type=Path)
+
+
 def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("glyph selection (applied in this order: validity, classes/labels/shaped, "
                                   "--limit sample, --min-label-count)")
-    g.add_argument("--char-classes", metavar="A,B", help="keep only these char_class values (comma list)")
-    g.add_argument("--labels", metavar="LIST|FILE", help="keep only these labels: a comma list or a file, one per line")
-    g.add_argument("--exclude-shaped", action="store_true", help="leave out labels ending in _shaped")
-    g.add_argument("--limit", type=int, metavar="N", help="deterministic sample of N glyphs chosen by --seed")
-    g.add_argument("--seed", type=int, default=0, help="seed of the --limit sample and the split (default 0)")
-    g.add_argument("--min-label-count", type=int, default=1, metavar="N", help="drop labels with fewer than N glyphs")
-    g.add_argument("--drop-singletons", action="store_true",
-                   help="drop labels with a single glyph (= --min-label-count 2)")
+    for flag in FILTER_FLAGS.values():
+        flag.add(g)
 
 
 def parse_label_list(value: str | None) -> tuple[str, ...] | None:
@@ -102,13 +108,14 @@ def parse_label_list(value: str | None) -> tuple[str, ...] | None:
     return labels
 
 
-def filter_from_args(args: argparse.Namespace) -> GlyphFilter:
-    classes = None
-    if getattr(args, "char_classes", None):
-        classes = tuple(s.strip() for s in args.char_classes.split(",") if s.strip()) or None
-    return GlyphFilter(limit=args.limit, seed=args.seed, exclude_shaped=args.exclude_shaped,
-                       min_label_count=args.min_label_count, drop_singletons=args.drop_singletons,
-                       char_classes=classes, labels=parse_label_list(getattr(args, "labels", None)))
+def filter_from_args(args: object) -> GlyphFilter:
+    """The GlyphFilter of parsed flags: an argparse Namespace or a TrainConfig (same names); flags the
+    command does not take keep their defaults."""
+    values = {name: getattr(args, name) for name in FILTER_FLAGS if hasattr(args, name)}
+    classes = dict.fromkeys(s.strip() for s in (values.get("char_classes") or "").split(",") if s.strip())
+    values["char_classes"] = tuple(classes) or None
+    values["labels"] = parse_label_list(values.get("labels"))
+    return GlyphFilter(**values)
 
 
 # ---------------------------------------------------------------------------------------------- opening

@@ -89,13 +89,17 @@ def log_retrieval_examples(log, examples: dict, dataset, label_names: list[str],
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from glyph_train.corpus.db import add_filter_arguments
+    from glyph_train.cache.pipeline import FORWARD_BATCH_FLAG
+    from glyph_train.cache.raster import RENDER_FLAGS
+    from glyph_train.corpus.db import DB_FLAG, add_filter_arguments
+    from glyph_train.model.export import CHECKPOINT_FLAG
 
-    parser.add_argument("--checkpoint", required=True, help="an export directory (run_dir/export or run_dir/best)")
-    parser.add_argument("--db", required=True, help="glyphs.db to evaluate on (opened read-only)")
-    parser.add_argument("--fit", choices=("tight", "em"), help="raster fit (default: the one the model was trained with)")
+    CHECKPOINT_FLAG.add(parser, required=True)
+    DB_FLAG.add(parser, required=True)
+    # an override: the export says which fit the model was trained with
+    RENDER_FLAGS["fit"].variant(default=None, default_text="the one the model was trained with").add(parser)
     parser.add_argument("--out", required=True, help="metrics JSON to write")
-    parser.add_argument("--batch-size", type=int, default=256)
+    FORWARD_BATCH_FLAG.add(parser)
     add_filter_arguments(parser)
 
 
@@ -183,7 +187,7 @@ def embed_selection(model: torch.nn.Module, db: Path, flt, img_size: int, fit: s
     """Render and embed the selected glyphs batch by batch (never all images in memory); rows whose
     outline fails to render are skipped and counted. `rows`, if given, gets (GlyphMeta, digest of the
     contours text) of each embedded glyph, in output order."""
-    from glyph_train.cache.pipeline import RenderFailures, model_outputs, render_rows
+    from glyph_train.cache.pipeline import RenderReport, model_outputs, render_rows
     from glyph_train.cache.raster import RenderParams
     from glyph_train.corpus.db import iter_contours, select_glyphs
 
@@ -191,12 +195,13 @@ def embed_selection(model: torch.nn.Module, db: Path, flt, img_size: int, fit: s
     params = RenderParams(img_size=img_size, fit=fit)
     by_id = {m.glyph_id: m for m in selection.glyphs}
     contours = iter_contours(db, list(by_id))
-    failures = RenderFailures(db, len(selection.glyphs))
+    report = RenderReport()
     logits, embeddings, names, classes = [], [], [], []
     for _ in range(0, len(by_id), batch_size):
         chunk = [(gid, text, by_id[gid].em) for gid, text in itertools.islice(contours, batch_size)]
         done = render_rows(chunk, params, skip_blank=False, key_name="glyph_id")
-        failures.add(done.report.failed, done.report.first_error)  # stops once most rows fail
+        report.merge(done.report)
+        report.check(db, len(selection.glyphs))  # stops once most rows fail
         if not done.keys:
             continue
         lg, emb = model_outputs(model, done.images, batch_size)
@@ -210,9 +215,9 @@ def embed_selection(model: torch.nn.Module, db: Path, flt, img_size: int, fit: s
                      for gid in done.keys]
     if not names:
         raise GlyphTrainError(f"{db}: no glyph could be rendered with these filters; nothing to evaluate"
-                              + (f" (first failure: {failures.first})" if failures.first else ""))
-    if failures.count:
-        print(f"evaluate: {failures.line()}")
-    skipped = {**selection.skipped, "unrenderable": failures.count}
+                              + (f" ({report.summary()})" if report.failed else ""))
+    if report.failed:
+        print(f"evaluate: {report.summary()}")
+    skipped = {**selection.skipped, "unrenderable": report.failed}
     return np.concatenate(logits), np.concatenate(embeddings), names, np.asarray(classes, dtype=object), skipped
 

@@ -18,23 +18,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from glyph_train.cache.pipeline import RenderReport
+from glyph_train.cache.pipeline import FORWARD_BATCH_FLAG, RenderReport
 from glyph_train.errors import GlyphTrainError
 from glyph_train.inference.index import (DEFAULT_FACTORY, GlyphIndex, add_vectors, check_writable, load_index,
                                          new_index, save_index, table_from_rows)
 from glyph_train.inference.predictor import Predictor
+from glyph_train.model.export import CHECKPOINT_FLAG
 from glyph_train.inference.sources import GlyphRecord, db_font_files, db_records, face_glyphs, font_faces
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="an export directory (run_dir/export or run_dir/best)")
+    CHECKPOINT_FLAG.add(parser, required=True)
     parser.add_argument("inputs", nargs="*", metavar="FONT|DIR", help="font files or directories searched recursively")
     parser.add_argument("--db", type=Path, help="embed the glyphs of this glyphs.db (opened read-only) instead")
     parser.add_argument("--out", required=True, type=Path, help="index directory to write")
     parser.add_argument("--append", action="store_true", help="add only fonts not yet in --out's index")
     parser.add_argument("--index-factory", default=None, metavar="SPEC",
                         help="FAISS factory string, e.g. HNSW32 or IVF4096,PQ32 (default: exact Flat)")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    FORWARD_BATCH_FLAG.add(parser)
 
 
 def run(args: argparse.Namespace) -> int:

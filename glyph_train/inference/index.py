@@ -26,11 +26,13 @@ import pyarrow.parquet as pq
 
 from glyph_train.atomic import replace_dir
 from glyph_train.errors import GlyphTrainError
+from glyph_train.flags import Flag
 
 INDEX_FORMAT = 1
 INDEX_FILE, TABLE_FILE, INFO_FILE = "index.faiss", "glyphs.parquet", "index.json"
 DEFAULT_FACTORY = "Flat"
 TRAIN_SAMPLE = 200_000  # vectors an IVF/PQ index is trained on at most
+INDEX_FLAG = Flag("--index", "index directory written by glyph-train embed", type=Path, metavar="INDEX_DIR")
 SEARCH_PARAMS = {"IVF": "nprobe=32", "HNSW": "efSearch=128"}  # recall/latency balance, see BENCHMARKS.md
 
 SCHEMA = pa.schema([

@@ -26,22 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
+from glyph_train.cache.pipeline import FORWARD_BATCH_FLAG
 from glyph_train.errors import GlyphTrainError
+from glyph_train.flags import Flag
+from glyph_train.model.export import CHECKPOINT_FLAG
 
 UNKNOWN = "unknown"
 DEFAULT_MIN_CONFIDENCE = 0.5
 CANDIDATES_PER_GLYPH = 10  # labels outside a glyph's top 10 cannot be assigned to it (keeps the matrix small)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("font", type=Path, metavar="FONT", help="font file to label (read only, never modified)")
-    parser.add_argument("--checkpoint", required=True, help="an export directory (run_dir/export or run_dir/best)")
-    parser.add_argument("--out", required=True, type=Path, help="CSV to write: glyph,label,confidence,top5")
-    parser.add_argument("--write-font", type=Path, metavar="OUT.ttf",
-                        help="also write a repaired copy of the font: cmap + Arabic init/medi/fina GSUB from the labels")
-    parser.add_argument("--min-confidence", type=_probability, default=DEFAULT_MIN_CONFIDENCE, metavar="P",
-                        help=f"glyphs whose label is less likely than P are `unknown` (default {DEFAULT_MIN_CONFIDENCE})")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
 
 
 def _probability(text: str) -> float:
@@ -52,6 +44,20 @@ def _probability(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
     return value
+
+
+MIN_CONFIDENCE_FLAG = Flag("--min-confidence", "glyphs whose label is less likely than P are `unknown`",
+                           DEFAULT_MIN_CONFIDENCE, type=_probability, metavar="P")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("font", type=Path, metavar="FONT", help="font file to label (read only, never modified)")
+    CHECKPOINT_FLAG.add(parser, required=True)
+    parser.add_argument("--out", required=True, type=Path, help="CSV to write: glyph,label,confidence,top5")
+    parser.add_argument("--write-font", type=Path, metavar="OUT.ttf",
+                        help="also write a repaired copy of the font: cmap + Arabic init/medi/fina GSUB from the labels")
+    MIN_CONFIDENCE_FLAG.add(parser)
+    FORWARD_BATCH_FLAG.add(parser)
 
 
 @dataclass

@@ -19,15 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from glyph_train.cache.raster import RenderParams, render
-from glyph_train.cli import positive_int
 from glyph_train.corpus.font_rows import EmBox
 from glyph_train.corpus.unicode_data import FORMS
 from glyph_train.errors import GlyphTrainError
-from glyph_train.inference.index import GlyphIndex, load_index
+from glyph_train.flags import positive_int
+from glyph_train.inference.index import INDEX_FLAG, GlyphIndex, load_index
+from glyph_train.model.export import CHECKPOINT_FLAG
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--index", required=True, type=Path, help="index directory written by glyph-train embed")
+    INDEX_FLAG.add(parser, required=True)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--char", metavar="C", help="a character (or U+XXXX) to find look-alikes of")
     what.add_argument("--glyph", metavar="FONTFILE:GLYPHNAME", help="a glyph of a font file, by glyph name")
@@ -37,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", type=positive_int, default=10, help="number of results (default 10)")
     parser.add_argument("--out", type=Path, help="write a contact sheet PNG of the query and its results")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--checkpoint", help="export to embed --image/--glyph with (default: the index's own)")
+    CHECKPOINT_FLAG.variant(default_text="the index's own, to embed --image and --glyph").add(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,12 +27,15 @@ from safetensors.torch import load_model, save_model
 
 from glyph_train.atomic import replace_dir
 from glyph_train.errors import GlyphTrainError
+from glyph_train.flags import Flag
 from glyph_train.model.network import GlyphModel
 
 WEIGHTS, LABELS, CONFIG = "model.safetensors", "labels.json", "config.json"
 EXPORT_FILES = (WEIGHTS, LABELS, CONFIG)
 EXPORT_FORMAT = 1
 # GlyphModel constructor arguments stored in config.json (pretrained is not: the weights are in the export)
+CHECKPOINT_FLAG = Flag("--checkpoint", "an export directory (run_dir/export or run_dir/best)", type=Path,
+                       metavar="EXPORT")
 ARCHITECTURE_KEYS = ("model_name", "num_classes", "embedding_dim", "img_size", "arcface_margin", "arcface_scale", "dropout")
 
 

@@ -21,17 +21,18 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from glyph_train.inference.label_font import DEFAULT_MIN_CONFIDENCE
+    from glyph_train.inference.index import INDEX_FLAG
+    from glyph_train.inference.label_font import MIN_CONFIDENCE_FLAG
+    from glyph_train.model.export import CHECKPOINT_FLAG
 
-    parser.add_argument("--index", required=True, type=Path, metavar="INDEX_DIR", help="index directory written by glyph-train embed")
-    parser.add_argument("--checkpoint", required=True, type=Path, metavar="EXPORT", help="export that labels uploaded fonts (run_dir/export)")
+    INDEX_FLAG.add(parser, required=True)
+    CHECKPOINT_FLAG.add(parser, required=True)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--max-upload-mb", type=float, default=50.0, help="largest font file accepted (default 50 MB)")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds labelling or repairing one uploaded font may take (default 300)")
-    parser.add_argument("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE, metavar="P",
-                        help=f"as label-font's: glyphs less likely than P start as unknown (default {DEFAULT_MIN_CONFIDENCE})")
+    MIN_CONFIDENCE_FLAG.add(parser)  # label-font's: a glyph less likely than P starts as unknown
     parser.add_argument("--threads", type=int, default=4, help="request threads (default 4)")
 
 
@@ -45,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise GlyphTrainError(f"--port {args.port}: expected 0-65535")
-    if args.max_upload_mb <= 0 or args.timeout <= 0 or not 0 <= args.min_confidence <= 1 or args.threads < 1:
-        raise GlyphTrainError("--max-upload-mb, --timeout and --threads must be positive, --min-confidence in [0, 1]")
+    if args.max_upload_mb <= 0 or args.timeout <= 0 or args.threads < 1:
+        raise GlyphTrainError("--max-upload-mb, --timeout and --threads must be positive")
     uploads = Path(tempfile.mkdtemp(prefix="glyph-train-serve-"))
     signal.signal(signal.SIGTERM, _stop)  # a plain `kill` also cleans up
     try:

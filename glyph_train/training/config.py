@@ -2,6 +2,8 @@
 
 Precedence: dataclass defaults < `--config run.yaml` < command-line flags. The resolved config is saved
 in the run directory, and an export carries it, so a run can always be reproduced from its own files.
+The flags that select and render the data are declared once, where prepare declares them (GlyphFilter,
+RenderParams, splits, prepare): their fields here reuse those declarations.
 """
 
 from __future__ import annotations
@@ -10,18 +12,19 @@ import argparse
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from glyph_train.cache.prepare import NUM_PROC_FLAG
+from glyph_train.cache.raster import RENDER_FLAGS
+from glyph_train.cache.splits import SPLIT_FLAG, VAL_FRAC_FLAG
+from glyph_train.corpus.db import FILTER_FLAGS
 from glyph_train.errors import GlyphTrainError
-
-
-def _flag(default: Any, help: str, **kw: Any) -> Any:
-    return field(default=default, metadata={"help": help, **kw})
-
+from glyph_train.flags import flag_field as _flag
+from glyph_train.flags import flags_of
 
 # Fields that decide what a prepared cache contains: set them with --db, not with --data.
 CACHE_FIELDS = ("db", "cache_dir", "limit", "exclude_shaped", "min_label_count", "drop_singletons",
@@ -36,17 +39,17 @@ class TrainConfig:
     cache_dir: str | None = _flag(None, "folder of --db render caches, one per fingerprint, reused across runs "
                                         "(default: $GLYPH_TRAIN_CACHE, else $XDG_CACHE_HOME/glyph-train, "
                                         "else ~/.cache/glyph-train)")
-    limit: int | None = _flag(None, "deterministic sample of N glyphs from --seed")
-    exclude_shaped: bool = _flag(False, "leave out labels ending in _shaped")
-    min_label_count: int = _flag(1, "drop labels with fewer glyphs than this")
-    drop_singletons: bool = _flag(False, "drop labels with one glyph (same as --min-label-count 2)")
-    char_classes: str | None = _flag(None, "comma list of char_class values to keep")
-    labels: str | None = _flag(None, "comma list of labels, or a file with one per line")
-    img_size: int = _flag(128, "raster size in pixels")
-    fit: str = _flag("tight", "raster fit", choices=("tight", "em"))
-    split: str = _flag("font", "font: hold out whole families; stratified: by label", choices=("font", "stratified"))
-    val_frac: float = _flag(0.1, "fraction of glyphs held out for validation")
-    num_proc: int = _flag(2, "processes used to render the cache")
+    limit: int | None = FILTER_FLAGS["limit"].field()
+    exclude_shaped: bool = FILTER_FLAGS["exclude_shaped"].field()
+    min_label_count: int = FILTER_FLAGS["min_label_count"].field()
+    drop_singletons: bool = FILTER_FLAGS["drop_singletons"].field()
+    char_classes: str | None = FILTER_FLAGS["char_classes"].field()  # the flag's text: parsed by filter_from_args
+    labels: str | None = FILTER_FLAGS["labels"].field()
+    img_size: int = RENDER_FLAGS["img_size"].field()
+    fit: str = RENDER_FLAGS["fit"].field()
+    split: str = SPLIT_FLAG.field()
+    val_frac: float = VAL_FRAC_FLAG.field()
+    num_proc: int = NUM_PROC_FLAG.field(default=2, default_text=None)  # training's own default, as it always was
     num_workers: int = _flag(1, "DataLoader workers per training process (keep workers + threads <= cores)")
     augment: bool = _flag(True, "epoch-seeded augmentation of training images (--no-augment to turn off)")
     pre_rasterize: bool = _flag(True, "accepted for the old CLI: rasterising once into a cache is always done")
@@ -84,7 +87,7 @@ class TrainConfig:
     best_metric: str = _flag("hit_at_10", "metric that picks the best export (run_dir/best)", choices=(
         "top1", "top5", "hit_at_1", "hit_at_5", "hit_at_10", "precision_at_1", "map_at_r", "effect_size"))
     # run bookkeeping
-    seed: int = _flag(0, "seed of sampling, splits, init and augmentation")
+    seed: int = FILTER_FLAGS["seed"].field()
     out_dir: str = _flag("runs/latest", "run directory: config, metrics.jsonl, checkpoints, export")
     resume: str | None = _flag(None, "a checkpoint directory, or 'auto' for the newest in --out-dir")
     overwrite: bool = _flag(False, "start afresh in a --out-dir that holds a run: the old run is moved aside "
@@ -117,7 +120,7 @@ class TrainConfig:
             raise GlyphTrainError(
                 f"--batch-size {self.batch_size} is not a multiple of --classes-per-batch {self.classes_per_batch}")
         for f in fields(self):  # YAML values skip argparse's choices: check them here too
-            choices = f.metadata.get("choices")
+            choices = f.metadata["flag"].choices
             if choices and getattr(self, f.name) not in choices:
                 raise GlyphTrainError(f"{f.name} = {getattr(self, f.name)!r} is not one of {', '.join(choices)}")
         for name in ("epochs", "batch_size", "grad_accum", "img_size", "retrieval_every"):
@@ -132,19 +135,11 @@ class TrainConfig:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field; defaults are None so we can tell what the user actually typed."""
+    """One flag per TrainConfig field; parsed values are None when not given, so we can tell what the user
+    actually typed from what a --config file says."""
     parser.add_argument("--config", help="YAML file of flag values (keys use underscores); CLI flags override it")
-    for f in fields(TrainConfig):
-        name = "--" + f.name.replace("_", "-")
-        meta = f.metadata
-        if f.type == "bool" or isinstance(f.default, bool):
-            parser.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=meta["help"])
-            continue
-        kind = {int: int, float: float}.get(type(f.default), str)
-        if f.name in ("limit",):
-            kind = int
-        parser.add_argument(name, type=kind, default=None, choices=meta.get("choices"),
-                            help=f"{meta['help']} (default: {f.default})")
+    for flag in flags_of(TrainConfig).values():
+        flag.add(parser, unset=True)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

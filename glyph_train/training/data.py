@@ -19,7 +19,7 @@ from glyph_train.cache.pipeline import to_model_input
 from glyph_train.cache.prepare import prepare
 from glyph_train.cache.raster import RenderParams
 from glyph_train.cache.reader import column_array, images_view, load_prepared
-from glyph_train.corpus.db import GlyphFilter, parse_label_list
+from glyph_train.corpus.db import filter_from_args
 from glyph_train.errors import GlyphTrainError
 from glyph_train.outputs import default_cache_dir
 from glyph_train.training.augment import AugmentParams, augment
@@ -84,7 +84,7 @@ def load_training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainingDa
             if accelerator.is_main_process:
                 found[0] = str(prepare(Path(cfg.db), cache_root(cfg),
                                        RenderParams(img_size=cfg.img_size, fit=cfg.fit), cfg.split, cfg.val_frac,
-                                       cfg.seed, cfg.num_proc, glyph_filter(cfg), per_fingerprint=True).path)
+                                       cfg.seed, cfg.num_proc, filter_from_args(cfg), per_fingerprint=True).path)
         cache = Path(broadcast_object_list(found)[0])  # its path names the fingerprint only rank 0 computed
     return open_training_data(cfg, cache)
 
@@ -106,12 +106,6 @@ def open_training_data(cfg: TrainConfig, cache: Path) -> TrainingData:
 def cache_root(cfg: TrainConfig) -> Path:
     """--cache-dir, else prepared/ in the user's glyph-train cache folder."""
     return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir() / "prepared"
-
-
-def glyph_filter(cfg: TrainConfig) -> GlyphFilter:
-    return GlyphFilter(limit=cfg.limit, seed=cfg.seed, exclude_shaped=cfg.exclude_shaped,
-                       min_label_count=cfg.min_label_count, drop_singletons=cfg.drop_singletons,
-                       char_classes=parse_label_list(cfg.char_classes), labels=parse_label_list(cfg.labels))
 
 
 def check_one_global_batch(batch_size: int, rows: int, num_processes: int) -> None:
