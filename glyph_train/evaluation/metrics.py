@@ -145,9 +145,10 @@ def _build_index(x: np.ndarray) -> faiss.IndexFlatIP:
     return index
 
 
-# Neighbour search method: "auto" = "bf16" where the hardware multiplies bf16 natively (AMX or AVX512-BF16),
-# else "faiss". Both are exact; "bf16" forces the re-rank path (slow where bf16 is emulated, e.g. AVX2-only).
-SEARCH_METHOD = "auto"
+# Neighbour search method: "faiss" (IndexFlatIP), "bf16" (bf16 candidates + fp32 re-rank) or "auto" (bf16 where
+# the hardware multiplies bf16 natively: AMX or AVX512-BF16). FAISS is the default: on AVX512-BF16 (Zen 4) the
+# re-rank measured 0.84x FAISS's speed and its retrieval_metrics were not identical (BENCHMARKS.md 5b).
+SEARCH_METHOD = "faiss"
 # bf16 candidates per query beyond the depth asked for; a query whose candidates cannot prove its top list
 # is searched again exactly (see _bf16_rerank_search).
 _RERANK_MARGIN = 32
