@@ -70,10 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        params = RenderParams(img_size=args.img_size, fit=args.fit)
-    except ValueError as e:
-        raise GlyphTrainError(str(e)) from None
+    params = RenderParams.from_args(args)
     check_outputs({"--out": args.out}, {"--db": args.db, "--labels": existing_file(args.labels)})
     declare(args.out, "--out")
     prepare(args.db, args.out, params, args.split, args.val_frac, args.seed, args.num_proc, filter_from_args(args))

@@ -27,6 +27,7 @@ import numpy as np
 import skia
 
 from glyph_train.corpus.font_rows import EmBox
+from glyph_train.errors import GlyphTrainError
 from glyph_train.flags import flag_field, flags_of
 
 try:  # ~2x faster than json on coordinate-heavy text; the parse is a fifth of a render
@@ -60,6 +61,14 @@ class RenderParams:
             raise ValueError(f"fit must be one of {FITS}, got {self.fit!r}")
         if not 0.0 <= self.margin < 0.5:
             raise ValueError(f"margin must be in [0, 0.5), got {self.margin}")
+
+    @classmethod
+    def from_args(cls, args: Any) -> "RenderParams":
+        """The --img-size/--fit a command was given (RENDER_FLAGS); a bad value is the user's one-line error."""
+        try:
+            return cls(img_size=args.img_size, fit=args.fit)
+        except ValueError as e:
+            raise GlyphTrainError(str(e)) from None
 
 
 RENDER_FLAGS = flags_of(RenderParams)

@@ -50,10 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        params = RenderParams(img_size=args.img_size, fit=args.fit)
-    except ValueError as e:
-        raise GlyphTrainError(str(e)) from None
+    params = RenderParams.from_args(args)
     check_outputs({"--out": args.out}, {"--db": args.db, "--labels": existing_file(args.labels)})
     if args.random is not None and args.random < 1:
         raise GlyphTrainError(f"--random must be at least 1, got {args.random}")
