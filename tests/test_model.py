@@ -122,3 +122,17 @@ def test_param_groups_honour_timm_no_weight_decay():
     groups = param_groups(model, 1e-3, 1e-3, 0.05)
     no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
     assert id(model.backbone.pos_embed) in no_decay and model.backbone.pos_embed.ndim == 3
+
+
+def test_backbones_with_a_head_conv_after_pooling_build():
+    """MobileNetV3's pre-logits features are its head conv's 1024/1280, not num_features: the heads must take
+    those (a shape mismatch at the first forward, before)."""
+    model = GlyphModel("mobilenetv3_small_050", num_classes=7, embedding_dim=16, img_size=32)
+    out = model(torch.zeros(2, 1, 32, 32))
+    assert out["logits"].shape == (2, 7) and out["embedding"].shape == (2, 16)
+
+
+def test_two_channel_input():
+    model = GlyphModel("resnet10t", num_classes=3, embedding_dim=8, img_size=32, in_chans=2)
+    assert model.config["in_chans"] == 2
+    assert model(torch.zeros(2, 2, 32, 32))["logits"].shape == (2, 3)

@@ -36,7 +36,9 @@ EXPORT_FORMAT = 1
 # GlyphModel constructor arguments stored in config.json (pretrained is not: the weights are in the export)
 CHECKPOINT_FLAG = Flag("--checkpoint", "an export directory (run_dir/export or run_dir/best)", type=Path,
                        metavar="EXPORT")
-ARCHITECTURE_KEYS = ("model_name", "num_classes", "embedding_dim", "img_size", "arcface_margin", "arcface_scale", "dropout")
+ARCHITECTURE_KEYS = ("model_name", "num_classes", "embedding_dim", "img_size", "arcface_margin", "arcface_scale", "dropout",
+                     "in_chans")
+ARCHITECTURE_DEFAULTS = {"in_chans": 1}  # keys older exports lack, and the value they were trained with
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -131,6 +133,7 @@ def load_export(export_dir: str | os.PathLike, device: str | torch.device = "cpu
                               f"point --checkpoint at a directory holding {', '.join(EXPORT_FILES)}")
     config = _read_json(export_dir / CONFIG, dict)
     label_names = _read_json(export_dir / LABELS, list)
+    config = {**ARCHITECTURE_DEFAULTS, **config}
     absent = [key for key in ARCHITECTURE_KEYS if key not in config]
     if absent:
         raise GlyphTrainError(f"{export_dir / CONFIG}: missing {', '.join(absent)}; not a glyph-train export config")

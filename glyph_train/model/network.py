@@ -31,10 +31,11 @@ def check_model_name(model_name: str) -> None:
     raise GlyphTrainError(f"--model {model_name!r} is not a timm model; {hint}")
 
 
-def create_backbone(model_name: str, img_size: int, pretrained: bool = False) -> nn.Module:
-    """A timm model with one input channel and no classifier: calling it yields pooled features."""
+def create_backbone(model_name: str, img_size: int, pretrained: bool = False, in_chans: int = 1) -> nn.Module:
+    """A timm model with `in_chans` input channels (one per fit) and no classifier: calling it yields pooled
+    features."""
     check_model_name(model_name)
-    kwargs = dict(pretrained=pretrained, in_chans=1, num_classes=0)
+    kwargs = dict(pretrained=pretrained, in_chans=in_chans, num_classes=0)
     try:  # transformers (ViT, LeViT, ...) build position tables for a fixed input size
         return timm.create_model(model_name, img_size=img_size, **kwargs)
     except TypeError as err:  # convnets take any size and reject the keyword
@@ -91,13 +92,16 @@ class GlyphModel(nn.Module):
         arcface_scale: float = 30.0,
         dropout: float = 0.1,
         pretrained: bool = False,
+        in_chans: int = 1,
     ):
         super().__init__()
         self.config = dict(model_name=model_name, num_classes=num_classes, embedding_dim=embedding_dim,
                            img_size=img_size, arcface_margin=arcface_margin, arcface_scale=arcface_scale,
-                           dropout=dropout)
-        self.backbone = create_backbone(model_name, img_size, pretrained)
-        width = self.backbone.num_features
+                           dropout=dropout, in_chans=in_chans)
+        self.backbone = create_backbone(model_name, img_size, pretrained, in_chans)
+        # what pre_logits yields: models with a head conv after pooling (MobileNetV3, EfficientNet-X)
+        # yield head_hidden_size features, not num_features
+        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         if arcface_margin > 0.0:
             self.classifier: nn.Module = ArcFaceHead(width, num_classes, arcface_margin, arcface_scale)
         else:
