@@ -287,3 +287,18 @@ def test_joint_assignment_gives_each_label_one_glyph():
     np.testing.assert_array_equal(assign_labels(probs, 0.3), [0, 1, 2])
     np.testing.assert_array_equal(assign_labels(probs, 0.5), [0, -1, -1])
     assert assign_labels(np.zeros((0, 3)), 0.5).shape == (0,)
+
+
+def test_identical_drawings_share_a_label_the_assignment_gave_one_of_them():
+    """A tabular zero drawn like the proportional one: the assignment gives the label to one of the two; the
+    other, left unknown, takes it too. Distinct drawings still compete (glyph 3 stays unknown)."""
+    from glyph_train.inference.label_font import assign_labels
+
+    probs = np.array([[0.95, 0.03, 0.02],   # zero
+                      [0.95, 0.03, 0.02],   # zero.tf, the same drawing
+                      [0.10, 0.85, 0.05],   # one
+                      [0.90, 0.05, 0.05]])  # a different drawing that also looks like zero
+    drawings = [b"zero", b"zero", b"one", b"other"]
+    out = assign_labels(probs, 0.5, drawings)
+    assert out[0] == out[1] == 0 and out[2] == 1 and out[3] == -1
+    assert sorted(assign_labels(probs, 0.5).tolist()) == [-1, -1, 0, 1]  # without drawings: one zero only

@@ -6,7 +6,9 @@ evidence. Per glyph the model gives calibrated probabilities (softmax(logits / T
 then one label per glyph is chosen jointly for the whole font, since a font rarely draws one character
 twice: an optimal assignment (scipy's linear_sum_assignment) of glyphs to labels maximising the summed
 log-probability, where every glyph may instead be `unknown` at the cost of log(--min-confidence). So a
-glyph gets a label only if it beats that threshold and no glyph fits that label better.
+glyph gets a label only if it beats that threshold and no glyph fits that label better. A drawing is one
+glyph here, not a glyph name: glyphs the model sees identically (a tabular and a proportional zero, say)
+are one candidate, and a copy the assignment left unknown takes its twin's label.
 
 CSV (in glyph id order; glyphs that draw nothing are `unknown` with an empty top5):
     glyph,label,confidence,top5        top5 = label:prob;label:prob;...  (the glyph's own top 5)
@@ -21,6 +23,7 @@ import math
 import os
 import sys
 import tempfile
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,7 +135,7 @@ def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFID
     rendered = predictor.render((k, r.contours, r.em) for k, r in enumerate(records))
     probs = predictor.predict(rendered.images).probs if rendered.keys else np.zeros((0, len(predictor.label_names)))
     top5 = predictor.top_labels(probs, 5)
-    assigned = assign_labels(probs, min_confidence)
+    assigned = assign_labels(probs, min_confidence, [img.tobytes() for img in rendered.images])
     names = predictor.label_names
     out: dict[int, GlyphLabel] = {}
     for row, k in enumerate(rendered.keys):
@@ -151,9 +154,11 @@ def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFID
     return FontLabels(font, face.family_name, face.style_name, glyphs, [r.glyph for r in failed])
 
 
-def assign_labels(probs: np.ndarray, min_confidence: float) -> np.ndarray:
+def assign_labels(probs: np.ndarray, min_confidence: float, drawings: list | None = None) -> np.ndarray:
     """Column index per row (-1 = unknown): at most one row per column, maximising the summed log-probability,
-    where leaving a row unknown scores log(min_confidence). Rows may only take one of their top labels."""
+    where leaving a row unknown scores log(min_confidence). Rows may only take one of their top labels.
+    `drawings` (one hashable per row, e.g. the rendered image's bytes): a row left unknown whose drawing
+    equals that of rows given labels takes the one of those labels it finds most likely."""
     from scipy.optimize import linear_sum_assignment
 
     n, c = probs.shape
@@ -176,6 +181,14 @@ def assign_labels(probs: np.ndarray, min_confidence: float) -> np.ndarray:
     for r, col in zip(rows, cols):
         if col < len(columns) and probs[r, columns[col]] >= min_confidence:
             out[r] = columns[col]
+    if drawings is not None:
+        labels_of: dict = defaultdict(list)
+        for r in np.flatnonzero(out >= 0):
+            labels_of[drawings[r]].append(int(out[r]))
+        for r in np.flatnonzero(out < 0):
+            twins = labels_of.get(drawings[r])
+            if twins:
+                out[r] = max(twins, key=lambda j: probs[r, j])
     return out
 
 
