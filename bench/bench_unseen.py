@@ -14,6 +14,7 @@ runs with the recipe below (extra flags after the script's own go to the trainer
 overall, for Latin, Arabic and digits, and per held-out family (results.md, results.json).
 
     python bench/bench_unseen.py --out runs/unseen                       # builds OUT/glyphs.db first
+    python bench/bench_unseen.py --out runs/unseen_big --fontsource arabic,default   # + 184 Latin families
     python bench/bench_unseen.py --db data/glyphs.db --out runs/unseen --sets core --epochs 3
 """
 
@@ -83,9 +84,10 @@ def held_out_of(family: str | None) -> str | None:
     return None
 
 
-def build_corpus(db: Path) -> None:
-    """fontpkg + every Arabic @fontsource family + the held-out Latin families."""
-    names = ",".join(["arabic", *(package_name(f) for f in HELD_OUT_LATIN)])
+def build_corpus(db: Path, fontsource: str = "arabic") -> None:
+    """fontpkg + the @fontsource sets named (every Arabic family; `arabic,default` adds 184 Latin families)
+    + the held-out Latin families."""
+    names = ",".join([fontsource, *(package_name(f) for f in HELD_OUT_LATIN)])
     run([sys.executable, "-m", "glyph_train.cli", "build-db", str(db), "--fontpkg", "--fontsource", names])
 
 
@@ -204,6 +206,9 @@ def main() -> None:
     parser.add_argument("--db", type=Path, help="glyphs.db with the held-out families (default: build OUT/glyphs.db)")
     parser.add_argument("--out", type=Path, default=Path("runs/unseen"))
     parser.add_argument("--sets", default="core,full", help="label sets to run: core, full or both")
+    parser.add_argument("--fontsource", default="arabic", metavar="SETS",
+                        help="@fontsource sets of the corpus built without --db (build-db --fontsource), "
+                             "e.g. arabic,default for the bigger Latin corpus")
     parser.add_argument("--eval-limit", type=int, metavar="N",
                         help="score a fixed sample of N held-out glyphs (evaluate --limit; short runs only)")
     args, extra = parser.parse_known_args()
@@ -212,7 +217,7 @@ def main() -> None:
     db = args.db
     if db is None:
         db = args.out / "glyphs.db"
-        build_corpus(db)
+        build_corpus(db, args.fontsource)
     held, keys = split_fonts(db)
     print(f"{sum(f is None for f in held.values())} training fonts, {sum(f is not None for f in held.values())} "
           f"held-out fonts of {len(HELD_OUT)} families", flush=True)
