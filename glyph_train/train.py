@@ -59,10 +59,10 @@ def train(cfg: TrainConfig) -> dict:
     data = load_training_data(cfg, accelerator)
     cfg.img_size, cfg.fit = data.render["img_size"], data.render["fit"]  # with --data the cache decides
     check_one_global_batch(cfg.batch_size, len(data.train), accelerator.num_processes)
-    train_loader, val_loader, balanced_sampler = make_loaders(cfg, data)
+    train_loader, val_loader, epoch_sampler = make_loaders(cfg, data)
     model = GlyphModel(cfg.model, num_classes=len(data.label_names), embedding_dim=cfg.embedding_dim,
                        img_size=cfg.img_size, arcface_margin=cfg.arcface_margin, arcface_scale=cfg.arcface_scale,
-                       dropout=cfg.dropout)
+                       dropout=cfg.dropout, in_chans=data.train.channels)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.lr_backbone, cfg.lr_head, cfg.weight_decay))
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     total_steps = optimizer_steps(len(train_loader), cfg.grad_accum, cfg.epochs, cfg.max_steps)
@@ -85,7 +85,7 @@ def train(cfg: TrainConfig) -> dict:
         state.epoch = epoch
         model.train()
         seen, tic = 0, time.perf_counter()
-        for batch in epoch_batches(accelerator, train_loader, balanced_sampler, state):
+        for batch in epoch_batches(accelerator, train_loader, epoch_sampler, state):
             with accelerator.accumulate(model):
                 out = model(batch["image"], batch["label"])
                 ce = F.cross_entropy(out["logits"], batch["label"], label_smoothing=cfg.label_smoothing)
@@ -139,11 +139,11 @@ def train(cfg: TrainConfig) -> dict:
     return metrics
 
 
-def epoch_batches(accelerator, loader, balanced_sampler, state: TrainState):
+def epoch_batches(accelerator, loader, epoch_sampler, state: TrainState):
     """This epoch's batches (shuffle and augmentation seeded by the epoch), minus those consumed before a resume."""
-    loader.set_epoch(state.epoch)  # Accelerate passes it to its seedable sampler, but neither to a custom batch
-    if balanced_sampler is not None:  # sampler behind its shard wrapper...
-        balanced_sampler.set_epoch(state.epoch)
+    loader.set_epoch(state.epoch)  # Accelerate passes it to its seedable sampler, but neither to our own
+    if epoch_sampler is not None:  # samplers behind its shard wrapper...
+        epoch_sampler.set_epoch(state.epoch)
     loader.dataset.set_epoch(state.epoch)  # ...nor, with 2+ processes, to the dataset's augmentation
     batches = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
     return tqdm(batches, desc=f"epoch {state.epoch}", initial=state.batch_in_epoch, total=len(loader),

@@ -1,11 +1,11 @@
 """One process of the augmentation-epoch test (tests/test_augment_epochs.py starts it, plainly or with
 `accelerate launch` for 2 gloo processes).
 
-    python tests/_epoch_worker.py CACHE_DIR OUT_DIR
+    python tests/_epoch_worker.py CACHE_DIR OUT_DIR [FAMILY_BALANCE]
 
-Shards the default (shuffled) training loader with Accelerate as the trainer does, iterates epochs 0 and 1
+Shards the default (shuffled) training loader, or the family-balanced one when FAMILY_BALANCE is given, with Accelerate as the trainer does, iterates epochs 0 and 1
 through `train.epoch_batches`, and writes this rank's {epoch: {sample index: augmented image}} to
-OUT_DIR/rank_R.pt.
+OUT_DIR/rank_R.pt (keyed by the sampler's key: a family-balanced repeat has its own).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from glyph_train.training.data import make_loaders, open_training_data
 from glyph_train.training.distributed import make_accelerator
 
 
-def main(cache: str, out: str) -> None:
+def main(cache: str, out: str, family_balance: str = "0") -> None:
     torch.set_num_threads(1)
-    cfg = TrainConfig(data=cache, batch_size=4, num_workers=0)
+    cfg = TrainConfig(data=cache, batch_size=4, num_workers=0, family_balance=float(family_balance))
     accelerator = make_accelerator("no", 1, out, log_with=None)
     set_seed(cfg.seed)  # as the trainer does: Accelerate's seedable sampler starts from torch's initial seed
     train_loader, _, sampler = make_loaders(cfg, open_training_data(cfg, Path(cache)))
@@ -39,4 +39,4 @@ def main(cache: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

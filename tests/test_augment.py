@@ -128,3 +128,29 @@ def test_each_transform_acts_alone(field):
     img = l_glyph()
     params = replace(STILL, **{field: getattr(AugmentParams(), field)})
     assert not torch.allclose(augment(img, 0, 0, 2, params), img[None] / 255, atol=1e-3)
+
+
+def test_width_jitter_condenses_and_extends_keeping_the_height():
+    img = l_glyph()
+    params = replace(STILL, aspect=0.3)
+
+    def extent(x: torch.Tensor, axis: int) -> int:
+        ink = (x.reshape(x.shape[-2:]) > 0.5).any(dim=axis).nonzero()
+        return int(ink.max() - ink.min())
+
+    widths = [extent(augment(img, 0, 0, i, params), 0) for i in range(20)]
+    heights = [extent(augment(img, 0, 0, i, params), 1) for i in range(20)]
+    base_w, base_h = extent(img[None] / 255, 0), extent(img[None] / 255, 1)
+    assert min(widths) < base_w - 2 and max(widths) > base_w + 2  # both condensed and extended
+    ratio = [w / h for w, h in zip(widths, heights)]
+    assert max(ratio) / min(ratio) > 1.2
+    assert torch.equal(augment(img, 0, 0, 3, replace(params, aspect=0.0)), augment(img, 0, 0, 3, STILL))
+
+
+def test_multi_channel_images_move_together():
+    img = l_glyph()
+    two = torch.stack([img, img])  # (2, H, W): a tight+em image's channels share one transform
+    out = augment(two, 0, 4, 7)
+    assert out.shape == (2, 64, 64)
+    torch.testing.assert_close(out[0], out[1])
+    torch.testing.assert_close(out[0], augment(img, 0, 4, 7)[0])

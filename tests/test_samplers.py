@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from glyph_train.training.samplers import ClassBalancedBatchSampler
+from glyph_train.training.samplers import ClassBalancedBatchSampler, FamilyBalancedSampler
 
 
 def uneven_labels(seed=0, num_classes=30, n=600):
@@ -91,3 +91,32 @@ def test_rejects_impossible_requests():
         ClassBalancedBatchSampler([0, 0, 1, 1], classes_per_batch=3, samples_per_class=2)
     with pytest.raises(ValueError):
         ClassBalancedBatchSampler([0, 0, 1, 1], 2, 2, num_replicas=2, rank=2)
+
+
+def test_family_balance_gives_each_family_the_weight_of_one_font():
+    # family A ships 9 fonts of 10 glyphs, family B one font of 10: unweighted, A would be 90% of the draws
+    families = ["A"] * 90 + ["B"] * 10
+    fonts = [f"a{i % 9}" for i in range(90)] + ["b"] * 10
+    sampler = FamilyBalancedSampler(families, fonts, alpha=1.0, seed=1)
+    rows = np.concatenate([sampler.keys(epoch) for epoch in range(200)]) % 100
+    assert len(sampler) == 100
+    assert 0.47 < (rows < 90).mean() < 0.53  # A's 9 fonts together weigh as much as B's one
+    half = np.concatenate([FamilyBalancedSampler(families, fonts, 0.5).keys(e) for e in range(200)]) % 100
+    assert 0.70 < (half < 90).mean() < 0.80  # 9 fonts count as sqrt(9) = 3: 3/4 of the draws
+    assert (np.concatenate([FamilyBalancedSampler(families, fonts, 0.0).keys(e) for e in range(50)]) % 100 < 90).mean() > 0.85
+
+
+def test_family_balance_repeats_get_their_own_keys_and_epochs_differ():
+    families = ["A"] * 90 + ["B"] * 10
+    fonts = [f"a{i % 9}" for i in range(90)] + ["b"] * 10
+    sampler = FamilyBalancedSampler(families, fonts, alpha=1.0, seed=1)
+    keys = sampler.keys(3)
+    assert len(set(keys.tolist())) == len(keys)  # a row drawn k times comes as row, row + n, row + 2n ...
+    assert (keys >= 100).any()
+    rows, repeat = keys % 100, keys // 100
+    for row in set(rows.tolist()):
+        assert sorted(repeat[rows == row].tolist()) == list(range((rows == row).sum()))
+    sampler.set_epoch(3)
+    assert list(sampler) == keys.tolist()
+    assert not np.array_equal(sampler.keys(3), sampler.keys(4))
+    assert np.array_equal(FamilyBalancedSampler(families, fonts, 1.0, seed=1).keys(3), keys)  # any process, same stream

@@ -162,7 +162,11 @@ def _same_but_time(a: list[dict], b: list[dict]) -> bool:
     (["--arcface-margin", "0.3"], lambda r, ref: r[0]["ce"] != ref[0]["ce"]),
     (["--contrastive-grouping", "hybrid"], lambda r, ref: r[0]["supcon"] != ref[0]["supcon"]),
     (["--classes-per-batch", "4"], lambda r, ref: r[0]["loss"] != ref[0]["loss"]),
+    (["--family-balance", "1"], lambda r, ref: r[0]["loss"] != ref[0]["loss"]),
+    (["--fit", "tight+em"], lambda r, ref: r[0]["loss"] != ref[0]["loss"]),
     (["--no-augment"], lambda r, ref: r[0]["loss"] != ref[0]["loss"]),
+    (["--augment-strength", "0.5"], lambda r, ref: r[0]["loss"] != ref[0]["loss"]),
+    (["--augment-width", "0.2"], lambda r, ref: r[0]["loss"] != ref[0]["loss"]),
     (["--grad-clip", "0.01"], lambda r, ref: r[1]["loss"] != ref[1]["loss"]),
     (["--embedding-dim", "16"], lambda r, ref: r[0]["supcon"] != ref[0]["supcon"]),
     (["--lr-head", "0.01"], lambda r, ref: r[0]["lr_head"] > ref[0]["lr_head"]),
@@ -178,6 +182,33 @@ def test_flag_has_visible_effect(workdir: Path, in_process_reference: list[dict]
     name = "flag" + "".join(f.strip("-") for f in flags).replace(".", "_")
     result = train_in_process(workdir, name, *flags)
     assert check(result, in_process_reference), result[:2]
+
+
+def test_two_channel_fit_trains_exports_and_predicts_from_both_fits(workdir: Path, tmp_path: Path) -> None:
+    """--fit tight+em: the cache holds (2, S, S) images, the model takes 2 channels, and the export renders
+    both fits again for inference (the em channel from the font's metrics)."""
+    import numpy as np
+
+    from glyph_train.cache.raster import RenderParams, render
+    from glyph_train.cli import main
+    from glyph_train.inference.predictor import Predictor
+
+    train(workdir, "tight_em", "--wandb-mode", "disabled", "--fit", "tight+em", "--epochs", "1")
+    export = workdir / "tight_em" / "export"
+    config = json.loads((export / "config.json").read_text())
+    assert config["fit"] == "tight+em" and config["in_chans"] == 2
+    predictor = Predictor(export)
+    contours = '[[["moveTo",[0,0]],["lineTo",[400,0]],["lineTo",[200,600]],["closePath",null]]]'
+    from glyph_train.corpus.font_rows import EmBox
+    em = EmBox(1000, 900, -300)
+    done = predictor.render([(0, contours, em)])
+    assert done.images.shape == (1, 2, 32, 32)
+    for channel, fit in enumerate(("tight", "em")):
+        np.testing.assert_array_equal(done.images[0, channel], render(contours, RenderParams(32, fit), em))
+    assert predictor.predict(done.images).probs.shape == (1, config["num_classes"])
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(export), "--db", str(workdir / "glyphs.db"), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["num_queries"] > 0
 
 
 def test_evaluate_an_export_on_another_db(workdir: Path, reference: Path, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
     contours JSON + EmBox --render_rows--> uint8 (N, S, S), ink 255 on 0 --to_model_input--> float (N, 1, S, S) in [0, 1]
 
+A multi-fit render (`--fit tight+em`) has a channel axis from the start: uint8 (N, C, S, S) -> float (N, C, S, S).
+
 Training reads the uint8 images prepare cached; evaluation and inference render the same way on the fly.
 Both ends live here so the model can never see differently made images at training and at inference time.
 """
@@ -57,7 +59,7 @@ class RenderReport:
 
 @dataclass
 class RenderedRows:
-    images: np.ndarray  # (k, S, S) uint8
+    images: np.ndarray  # (k, *params.image_shape) uint8
     keys: list  # the key of each image, in input order
     report: RenderReport
 
@@ -81,18 +83,27 @@ def render_rows(rows: Iterable[tuple[Any, str | bytes | list, EmBox | None]], pa
             continue
         images.append(img)
         keys.append(key)
-    size = params.img_size
-    block = np.stack(images) if images else np.zeros((0, size, size), dtype=np.uint8)
+    block = np.stack(images) if images else np.zeros((0, *params.image_shape), dtype=np.uint8)
     return RenderedRows(block, keys, report)
 
 
-def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 (..., S, S) images -> float32 (..., 1, S, S) in [0, 1]: one (S, S) image gives (1, S, S), a
-    batch (N, S, S) gives (N, 1, S, S). Always a new tensor (the input may be a read-only Arrow view)."""
+def to_model_input(images: np.ndarray | torch.Tensor, channels: int = 1) -> torch.Tensor:
+    """uint8 images -> float32 (..., C, S, S) in [0, 1]. With one channel the input has none: one (S, S)
+    image gives (1, S, S), a batch (N, S, S) gives (N, 1, S, S); with C > 1 it is (..., C, S, S) already.
+    Always a new tensor (the input may be a read-only Arrow view)."""
     if images.dtype not in (np.uint8, torch.uint8):
         raise TypeError(f"to_model_input takes uint8 images (0-255), got {images.dtype}")
     x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))
-    return x.unsqueeze(-3).to(torch.float32).div_(255.0)
+    if channels == 1:
+        x = x.unsqueeze(-3)
+    elif x.ndim < 3 or x.shape[-3] != channels:
+        raise ValueError(f"expected {channels}-channel images (..., {channels}, S, S), got shape {tuple(x.shape)}")
+    return x.to(torch.float32).div_(255.0)
+
+
+def image_channels(images: np.ndarray) -> int:
+    """Channels of a batch of uint8 images: (N, S, S) has 1, (N, C, S, S) has C."""
+    return 1 if images.ndim == 3 else int(images.shape[1])
 
 
 FORWARD_BATCH_FLAG = Flag("--batch-size", "images per forward pass", 256, type=int)
@@ -101,12 +112,14 @@ FORWARD_BATCH_FLAG = Flag("--batch-size", "images per forward pass", 256, type=i
 @torch.no_grad()
 def model_outputs(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256,
                   device: torch.device | str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, embeddings) as float32 numpy of uint8 (N, S, S) images, `batch_size` at a time, model in eval mode."""
+    """(logits, embeddings) as float32 numpy of uint8 (N, S, S) or (N, C, S, S) images, `batch_size` at a time,
+    model in eval mode."""
     model.eval()
     device = device or next(model.parameters()).device
+    channels = image_channels(images)
     logits, embeddings = [], []
     for start in range(0, len(images), batch_size):
-        out = model(to_model_input(images[start: start + batch_size]).to(device))
+        out = model(to_model_input(images[start: start + batch_size], channels).to(device))
         logits.append(out["logits"].float().cpu().numpy())
         embeddings.append(out["embedding"].float().cpu().numpy())
     if not logits:

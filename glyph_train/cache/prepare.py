@@ -8,7 +8,7 @@ process appends to an Arrow file on disk, so memory stays flat however large the
 
 On disk (OUT/):
   dataset_dict.json, train/, validation/   `DatasetDict.save_to_disk`; columns: image (uint8 S x S,
-                                           Array2D), label, label_name, glyph_id, font, family, style,
+                                           Array2D; C x S x S, Array3D, for C fits), label, label_name, glyph_id, font, family, style,
                                            char_class, joining_group; rows in ascending glyph_id
   labels.json                              label name -> index (indices = sorted label names) + counts
   prepare.json                             fingerprint, parameters, the selection/render/split report, and
@@ -77,12 +77,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cache_features(img_size: int):
+def cache_features(params: RenderParams):
     import datasets
 
+    shape = params.image_shape
+    array = datasets.Array2D if len(shape) == 2 else datasets.Array3D
     return datasets.Features({
-        # Array2D stores list<list<uint8>>: one contiguous values buffer per chunk -> zero-copy numpy view.
-        "image": datasets.Array2D((img_size, img_size), "uint8"),
+        # ArrayND stores nested lists of uint8: one contiguous values buffer per chunk -> zero-copy numpy view.
+        "image": array(shape, "uint8"),
         "label": datasets.Value("int64"),
         "label_name": datasets.Value("string"),
         "glyph_id": datasets.Value("int64"),
@@ -130,8 +132,8 @@ def prepare(db: Path, out: Path, params: RenderParams, split: str = "font", val_
     _check_replaceable(out)
     check_output_dir(out)
     # Every image is written twice before the staging copy goes: the render's Arrow file, then the saved cache.
-    check_free_space(out, 2 * len(sel.glyphs) * params.img_size ** 2,
-                     f"rendering {len(sel.glyphs):,} glyphs at {params.img_size}x{params.img_size} px",
+    check_free_space(out, 2 * len(sel.glyphs) * int(np.prod(params.image_shape)),
+                     f"rendering {len(sel.glyphs):,} glyphs at {'x'.join(map(str, params.image_shape))} px",
                      "lower --img-size, select fewer glyphs, or choose a folder on a bigger disk")
 
     parts = split_glyphs(sel.glyphs, split, val_frac, seed)
@@ -295,10 +297,10 @@ def _arrow_table(images: np.ndarray, cols: dict[str, list], features):
     """Build the Arrow table straight from the image block: no per-row encoding through Python lists."""
     import pyarrow as pa
 
-    n, h, w = images.shape
-    values = pa.array(images.reshape(-1))  # zero-copy over the block
-    rows = pa.ListArray.from_arrays(pa.array(np.arange(0, n * h * w + 1, w, dtype=np.int32)), values)
-    storage = pa.ListArray.from_arrays(pa.array(np.arange(0, n * h + 1, h, dtype=np.int32)), rows)
+    storage = pa.array(images.reshape(-1))  # zero-copy over the block
+    for axis in range(images.ndim - 1, 0, -1):  # nest innermost first: rows of W, then of H (then of C)
+        width = images.shape[axis]
+        storage = pa.ListArray.from_arrays(pa.array(np.arange(0, len(storage) + 1, width, dtype=np.int32)), storage)
     schema = features.arrow_schema
     arrays = [pa.ExtensionArray.from_storage(schema.field("image").type, storage)]
     arrays += [pa.array(cols[c], type=schema.field(c).type) for c in _META]
@@ -313,7 +315,7 @@ def _render_splits(db: Path, glyphs: Sequence[GlyphMeta], parts: SplitResult, in
     from datasets.arrow_writer import ArrowWriter
     from tqdm.auto import tqdm
 
-    features = cache_features(params.img_size)
+    features = cache_features(params)
     report = RenderReport()
     tasks = {name: [(str(db), asdict(params), rows) for rows in _shard_rows(glyphs, idx, index, num_proc)]
              for name, idx in (("train", parts.train), ("validation", parts.validation))}

@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover
 # Bump whenever output pixels can change (fits, anti-aliasing, curve handling): caches key on it.
 RENDERER_VERSION = "skia-3"  # skia-3: reads the users' one-point moveTo/lineTo
 
-FITS = ("tight", "em")
+FITS = ("tight", "em", "tight+em")  # tight+em: a two-channel image, the tight fit then the em fit
 _OPS = {"moveTo", "lineTo", "curveTo", "qCurveTo", "closePath", "endPath"}
 _ONE_POINT = ("moveTo", "lineTo")
 
@@ -51,7 +51,7 @@ class RenderParams:
 
     img_size: int = flag_field(128, "image size in pixels")
     fit: str = flag_field("tight", "tight: the glyph's bbox fills the frame; em: the font's metrics do, "
-                                   "relative size kept", choices=FITS)
+                                   "relative size kept; tight+em: both, as two channels", choices=FITS)
     margin: float = 0.08  # fraction of the frame left empty on each side
 
     def __post_init__(self) -> None:
@@ -61,6 +61,25 @@ class RenderParams:
             raise ValueError(f"fit must be one of {FITS}, got {self.fit!r}")
         if not 0.0 <= self.margin < 0.5:
             raise ValueError(f"margin must be in [0, 0.5), got {self.margin}")
+
+    @property
+    def fits(self) -> tuple[str, ...]:
+        """The single fits, one per channel."""
+        return tuple(self.fit.split("+"))
+
+    @property
+    def channels(self) -> int:
+        return len(self.fits)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """One image's uint8 shape: (S, S) for one fit, (C, S, S) for several."""
+        s = self.img_size
+        return (s, s) if self.channels == 1 else (self.channels, s, s)
+
+    def picture(self) -> "RenderParams":
+        """The first fit alone: what pages show a person of a multi-channel input."""
+        return RenderParams(self.img_size, self.fits[0], self.margin)
 
     @classmethod
     def from_args(cls, args: Any) -> "RenderParams":
@@ -217,12 +236,12 @@ def _canvas(size: int) -> _Canvas:
     return c
 
 
-def _matrix(bounds: skia.Rect, params: RenderParams, em: EmBox | None) -> skia.Matrix:
-    """Font units (y up) -> pixels (y down) for the requested fit."""
+def _matrix(bounds: skia.Rect, params: RenderParams, fit: str, em: EmBox | None) -> skia.Matrix:
+    """Font units (y up) -> pixels (y down) for one fit."""
     s = params.img_size
     inner = s * (1.0 - 2.0 * params.margin)
     cx = (bounds.left() + bounds.right()) * 0.5
-    if params.fit == "tight":
+    if fit == "tight":
         w, h = bounds.width(), bounds.height()
         scale = inner / max(w, h, 1e-6)
         cy = (bounds.top() + bounds.bottom()) * 0.5
@@ -240,7 +259,8 @@ def _matrix(bounds: skia.Rect, params: RenderParams, em: EmBox | None) -> skia.M
 
 
 def render(contours: str | bytes | Sequence, params: RenderParams, em: EmBox | None = None) -> np.ndarray:
-    """Render one glyph to a (S, S) uint8 array, ink 255 on 0.
+    """Render one glyph to a uint8 array of `params.image_shape`, ink 255 on 0: (S, S), or (C, S, S) with
+    one channel per fit of a multi-fit `params`.
 
     contours: JSON text (as stored in glyphs.db) or a parsed list. ValueError with a short reason if the
     outline is unusable; an outline with no area renders blank.
@@ -264,8 +284,13 @@ def render(contours: str | bytes | Sequence, params: RenderParams, em: EmBox | N
         raise ValueError("contours have non-finite coordinates")
     bounds = path.computeTightBounds()
     c = _canvas(params.img_size)
-    c.canvas.clear(skia.ColorTRANSPARENT)
-    if bounds.width() > 0 or bounds.height() > 0:  # a lone point has nothing to fill
-        path.transform(_matrix(bounds, params, em))
-        c.canvas.drawPath(path, c.paint)
-    return c.pixels.copy()
+    channels = []
+    last = len(params.fits) - 1
+    for k, fit in enumerate(params.fits):
+        c.canvas.clear(skia.ColorTRANSPARENT)
+        if bounds.width() > 0 or bounds.height() > 0:  # a lone point has nothing to fill
+            placed = path if k == last else skia.Path(path)  # the last fit may move the path itself
+            placed.transform(_matrix(bounds, params, fit, em))
+            c.canvas.drawPath(placed, c.paint)
+        channels.append(c.pixels.copy())
+    return channels[0] if len(channels) == 1 else np.stack(channels)

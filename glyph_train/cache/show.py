@@ -180,16 +180,26 @@ def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
     return text + "…"
 
 
+def _side_by_side(image: np.ndarray, gap: int = 2) -> np.ndarray:
+    """(S, S) as it is; (C, S, S) as its channels left to right with a grey gap between them."""
+    if image.ndim == 2:
+        return image
+    rule = np.full((image.shape[1], gap), 128, np.uint8)
+    return np.hstack([part for c in image for part in (c, rule)][:-1])
+
+
 def contact_sheet(images: Sequence[np.ndarray | Image.Image], captions: Sequence[str] | None = None,
                   cols: int | None = None, borders: Sequence[str | None] | None = None,
                   cell_width: int | None = None) -> Image.Image:
-    """Grid of images (uint8 arrays or PIL images, shown as they are) with multi-line captions below each.
+    """Grid of images (uint8 arrays or PIL images, shown as they are; a (C, S, S) array shows its channels
+    side by side) with multi-line captions below each.
 
     borders: optional colour per cell (e.g. "green"/"red" for retrieval hits/misses). Returns an RGB image.
     """
     if not len(images):
         raise ValueError("contact_sheet needs at least one image")
-    tiles = [im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im, dtype=np.uint8)) for im in images]
+    tiles = [im if isinstance(im, Image.Image) else Image.fromarray(_side_by_side(np.asarray(im, dtype=np.uint8)))
+             for im in images]
     captions = list(captions) if captions is not None else [""] * len(tiles)
     if len(captions) != len(tiles):
         raise ValueError(f"{len(tiles)} images but {len(captions)} captions")

@@ -103,9 +103,13 @@ def embed(checkpoint, out: Path, db: Path | None = None, inputs=(), append: bool
 
 
 def _key(record: GlyphRecord, fit: str) -> str:
-    """Identical outlines render identically; under the em fit only within identical font metrics."""
     em = record.em
-    return record.outline_hash + (f"@{em.upem:g},{em.ascent:g},{em.descent:g}" if fit == "em" else "")
+    return _outline_key(record.outline_hash, em.upem, em.ascent, em.descent, fit)
+
+
+def _outline_key(outline_hash: str, upem: float, ascent: float, descent: float, fit: str) -> str:
+    """Identical outlines render identically; under a fit using the em box only within identical font metrics."""
+    return outline_hash + (f"@{upem:g},{ascent:g},{descent:g}" if "em" in fit.split("+") else "")
 
 
 def _known_keys(existing: GlyphIndex | None, predictor: Predictor) -> dict[str, int]:
@@ -115,7 +119,7 @@ def _known_keys(existing: GlyphIndex | None, predictor: Predictor) -> dict[str, 
     fit = predictor.params.fit
     for h, upem, asc, desc, vec in zip(*(existing.table.column(c).to_pylist()
                                          for c in ("outline_hash", "upem", "ascent", "descent", "vector"))):
-        out.setdefault(h + (f"@{upem:g},{asc:g},{desc:g}" if fit == "em" else ""), vec)
+        out.setdefault(_outline_key(h, upem, asc, desc, fit), vec)
     return out
 
 

@@ -35,6 +35,9 @@ class Predictor:
             self.params = RenderParams(img_size=int(self.config["img_size"]), fit=self.config.get("fit", "tight"))
         except ValueError as err:
             raise GlyphTrainError(f"{self.export_dir}: unusable render settings in config.json ({err})") from None
+        if self.params.channels != int(self.config["in_chans"]):
+            raise GlyphTrainError(f"{self.export_dir}: config.json's fit {self.params.fit!r} makes {self.params.channels} "
+                                  f"channel(s) but the model takes {self.config['in_chans']}; re-export the model")
 
     @property
     def fingerprint(self) -> str:

@@ -144,6 +144,9 @@ def glyph_query(gi: GlyphIndex, spec: str, checkpoint: str | None) -> dict:
 
 def image_query(gi: GlyphIndex, png: Path, checkpoint: str | None) -> dict:
     predictor = _predictor(gi, checkpoint)
+    if predictor.params.channels > 1:
+        raise GlyphTrainError(f"--image {png}: the index's model reads {predictor.params.fit} images, whose em channel "
+                              "needs the font's metrics, and a picture has none; query with --char or --glyph instead")
     image = load_glyph_image(png, predictor.params.img_size)
     return {"vector": predictor.predict(image[None]).embeddings[0], "describe": {"kind": "image", "image": str(png)},
             "image": image}

@@ -1,5 +1,6 @@
 """Glyph pictures for the pages: contours drawn by the project's renderer (raster.render, the same one the
-model's inputs come from) with the model's fit, as dark ink on white PNGs, kept in a bounded LRU cache."""
+model's inputs come from) with the model's fit (its first, for a multi-fit model), as dark ink on white PNGs,
+kept in a bounded LRU cache."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def glyph_png(contours: str | None, fit: str, em: EmBox | None, size: int = DISP
     ink = np.zeros((size, size), np.uint8)
     if contours:
         try:
-            ink = render(contours, RenderParams(img_size=size, fit=fit), em)
+            ink = render(contours, RenderParams(img_size=size, fit=fit).picture(), em)
         except ValueError:
             pass
     buf = io.BytesIO()

@@ -33,6 +33,7 @@ class AugmentParams:
     stroke: float = 0.6  # stroke weight: blend toward a 3×3 dilation (bolder) or erosion (thinner), |t| ≤ stroke
     gamma: float = 0.35  # tone curve of the anti-aliased edges: log(1 + k) uniform in ±gamma (see _apply)
     contrast: float = 0.3  # ink intensity scaled by a factor in [1 - contrast, 1]
+    aspect: float = 0.0  # width (condensed/extended): x scaled by w and y by 1/w, w log-uniform in [1/(1+a), 1+a]
 
 
 _CHUNK = 16  # samples per pass: keeps a pass's tensors (~1 MB at 128 px) in cache; results don't depend on it
@@ -44,15 +45,18 @@ def _coefficients(seed: int, epoch: int, index: int, params: AugmentParams) -> l
     The draws are a hash of (seed, epoch, index) (SeedSequence), and the arithmetic is scalar Python, so the
     result cannot depend on which other samples share the batch.
     """
-    u = np.random.SeedSequence([seed, epoch, index]).generate_state(9, np.uint64) / 2.0**64
+    # the 10th draw (width) was added later; SeedSequence streams are prefix-stable, so the first 9 are unchanged
+    u = np.random.SeedSequence([seed, epoch, index]).generate_state(10, np.uint64) / 2.0**64
     on = params.strength if u[0] < params.p else 0.0
-    tx, ty, log_zoom, rot, shear, stroke, tone, contrast = ((2.0 * v - 1.0) * on for v in u[1:])
+    tx, ty, log_zoom, rot, shear, stroke, tone, contrast, log_width = ((2.0 * v - 1.0) * on for v in u[1:])
     zoom = math.exp(log_zoom * math.log1p(params.scale))
+    width = math.exp(log_width * math.log1p(params.aspect))
     rot *= math.radians(params.rotate_deg)
     shear = math.tan(shear * math.radians(params.shear_deg))
-    # content moves by A = zoom · rotation · shear, then by (tx, ty); the grid samples at A⁻¹(p - t)
+    # content moves by A = zoom · rotation · shear · diag(width, 1/width), then by (tx, ty); the grid samples
+    # at A⁻¹(p - t)
     c, s = math.cos(rot), math.sin(rot)
-    a00, a01, a10, a11 = zoom * c, zoom * (c * shear - s), zoom * s, zoom * (s * shear + c)
+    a00, a01, a10, a11 = zoom * c * width, zoom * (c * shear - s) / width, zoom * s * width, zoom * (s * shear + c) / width
     det = a00 * a11 - a01 * a10
     shift = 2.0 * params.translate  # normalised coordinates span 2
     return [tx * shift, ty * shift, a11 / det, -a01 / det, -a10 / det, a00 / det,
@@ -85,7 +89,7 @@ def _stroke(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def _apply(x: torch.Tensor, coef: torch.Tensor, out: torch.Tensor) -> None:
-    """Augment float images (B, 1, H, W) into `out` with per-sample coefficients (B, 9) from `_coefficients`."""
+    """Augment float images (B, C, H, W) into `out` with per-sample coefficients (B, 9) from `_coefficients`."""
     b, _, h, w = x.shape
     tx, ty, i00, i01, i10, i11, stroke, k, ink = coef.T.reshape(9, b, 1, 1, 1).unbind(0)
     x = _stroke(x, stroke)  # in the glyph's own pixels, before the warp
@@ -105,9 +109,9 @@ def _apply(x: torch.Tensor, coef: torch.Tensor, out: torch.Tensor) -> None:
 
 def augment_batch(imgs: torch.Tensor, seed: int, epoch: int, indices: Sequence[int],
                   params: AugmentParams = AugmentParams()) -> torch.Tensor:
-    """Augment (B, 1, H, W) uint8 (0-255) or float (0-1) images; sample b uses (seed, epoch, indices[b]).
+    """Augment (B, C, H, W) uint8 (0-255) or float (0-1) images; sample b uses (seed, epoch, indices[b]).
 
-    Returns float32 (B, 1, H, W) in [0, 1]. Each sample's result is bit-identical to `augment` on that sample
+    Returns float32 (B, C, H, W) in [0, 1]. Each sample's result is bit-identical to `augment` on that sample
     alone, in any batch: every tensor operation is per-sample arithmetic. Runs on the images' device (CPU
     in DataLoader workers, or the GPU for a whole batch); results are reproducible per device type.
     """
@@ -125,6 +129,7 @@ def augment_batch(imgs: torch.Tensor, seed: int, epoch: int, indices: Sequence[i
 
 def augment(img: torch.Tensor, seed: int, epoch: int, index: int,
             params: AugmentParams = AugmentParams()) -> torch.Tensor:
-    """Augment one (1, H, W) or (H, W) image, uint8 (0-255) or float (0-1) -> float32 (1, H, W) in [0, 1]."""
-    x = img.reshape(1, 1, *img.shape[-2:])
+    """Augment one (C, H, W) or (H, W) image, uint8 (0-255) or float (0-1) -> float32 (C, H, W) in [0, 1]
+    (C = 1 for an (H, W) image). Every channel moves with the same transform."""
+    x = img.reshape(1, -1, *img.shape[-2:])
     return augment_batch(x, seed, epoch, [index], params)[0]

@@ -52,6 +52,9 @@ class TrainConfig:
     num_proc: int = NUM_PROC_FLAG.field(default=2, default_text=None)  # training's own default, as it always was
     num_workers: int = _flag(1, "DataLoader workers per training process (keep workers + threads <= cores)")
     augment: bool = _flag(True, "epoch-seeded augmentation of training images (--no-augment to turn off)")
+    augment_strength: float = _flag(1.0, "scales every augmentation range (shift, zoom, rotation, slant, stroke, "
+                                         "tone, width): 0.5 halves them")
+    augment_width: float = _flag(0.0, "width jitter: glyphs condensed or extended by up to this fraction")
     pre_rasterize: bool = _flag(True, "accepted for the old CLI: rasterising once into a cache is always done")
     # model
     model: str = _flag("levit_128s", "any timm model name")
@@ -80,6 +83,8 @@ class TrainConfig:
         "label", "positives for SupCon: same label, or hybrid (joining_group, else cc_<char_class>)",
         choices=("label", "hybrid"))
     classes_per_batch: int = _flag(0, "class-balanced batches: k classes x (batch_size // k) samples; 0 = shuffle")
+    family_balance: float = _flag(0.0, "draw training glyphs with replacement, each weighted by (fonts in its "
+                                       "family)^-A: 1 = every family weighs as one font; 0 = plain shuffle")
     max_steps: int = _flag(0, "stop after this many optimizer steps (0 = run all epochs); for smoke runs")
     # evaluation
     retrieval_every: int = _flag(1, "evaluate every N epochs (and always at the end)")
@@ -116,6 +121,12 @@ class TrainConfig:
                                       f"was prepared with its own); drop them or train from --db")
         if self.overwrite and self.resume:
             raise GlyphTrainError("--overwrite starts a fresh run and --resume continues one: give only one")
+        if self.augment_strength < 0 or self.augment_width < 0:
+            raise GlyphTrainError("--augment-strength and --augment-width must be >= 0")
+        if self.family_balance < 0:
+            raise GlyphTrainError(f"--family-balance must be >= 0, got {self.family_balance}")
+        if self.family_balance and self.classes_per_batch:
+            raise GlyphTrainError("--family-balance and --classes-per-batch each choose the batches: give only one")
         if self.classes_per_batch and self.batch_size % self.classes_per_batch:
             raise GlyphTrainError(
                 f"--batch-size {self.batch_size} is not a multiple of --classes-per-batch {self.classes_per_batch}")

@@ -15,7 +15,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from torch.utils.data import DataLoader, Dataset
 
-from glyph_train.cache.pipeline import to_model_input
+from glyph_train.cache.pipeline import image_channels, to_model_input
 from glyph_train.cache.prepare import prepare
 from glyph_train.cache.raster import RenderParams
 from glyph_train.cache.reader import column_array, images_view, load_prepared
@@ -24,14 +24,19 @@ from glyph_train.errors import GlyphTrainError
 from glyph_train.outputs import default_cache_dir
 from glyph_train.training.augment import AugmentParams, augment
 from glyph_train.training.config import TrainConfig
-from glyph_train.training.samplers import ClassBalancedBatchSampler
+from glyph_train.training.samplers import ClassBalancedBatchSampler, FamilyBalancedSampler
+
+EpochSampler = ClassBalancedBatchSampler | FamilyBalancedSampler
 
 
 class GlyphImages(Dataset):
-    """One split of the cache. Items: image (1,S,S) float in [0,1], label, contrastive group, row index."""
+    """One split of the cache. Items: image (1,S,S) float in [0,1], label, contrastive group, and the key
+    the sampler asked for as "index": the row, or row + k·len for a weighted sampler's k-th repeat of it
+    (FamilyBalancedSampler), which seeds its own augmentation."""
 
     def __init__(self, split, groups: np.ndarray, seed: int, augment_params: AugmentParams | None) -> None:
         self.images = images_view(split)
+        self.channels = image_channels(self.images)
         self.labels = column_array(split, "label").astype(np.int64)
         self.groups = groups
         self.seed = seed
@@ -44,13 +49,14 @@ class GlyphImages(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
+    def __getitem__(self, key: int) -> dict[str, torch.Tensor | int]:
+        i = key % len(self.labels)
         if self.augment_params is not None:
             img = torch.from_numpy(np.array(self.images[i]))  # copy: the Arrow buffer is read-only
-            x = augment(img, self.seed, self.epoch, i, self.augment_params)
+            x = augment(img, self.seed, self.epoch, key, self.augment_params)
         else:
-            x = to_model_input(self.images[i])
-        return {"image": x, "label": int(self.labels[i]), "group": int(self.groups[i]), "index": i}
+            x = to_model_input(self.images[i], self.channels)
+        return {"image": x, "label": int(self.labels[i]), "group": int(self.groups[i]), "index": key}
 
 
 @dataclass
@@ -62,6 +68,8 @@ class TrainingData:
     cache_dir: Path
     render: dict  # the cache's render parameters (img_size, fit, ...)
     val_fonts: np.ndarray | None = None  # font id per validation row (for top1_equiv)
+    train_families: np.ndarray | None = None  # family and font id per training row (family balance)
+    train_fonts: np.ndarray | None = None
 
 
 def contrastive_groups(split, mode: str, vocabulary: dict[str, int]) -> np.ndarray:
@@ -93,14 +101,16 @@ def open_training_data(cfg: TrainConfig, cache: Path) -> TrainingData:
     """The prepared cache's splits as Datasets (no Accelerator needed)."""
     prepared = load_prepared(cache)
     vocabulary: dict[str, int] = {}
-    aug = AugmentParams() if cfg.augment else None
+    aug = AugmentParams(strength=cfg.augment_strength, aspect=cfg.augment_width) if cfg.augment else None
     train = GlyphImages(prepared.train, contrastive_groups(prepared.train, cfg.contrastive_grouping, vocabulary),
                         cfg.seed, aug)
     val = GlyphImages(prepared.validation,
                       contrastive_groups(prepared.validation, cfg.contrastive_grouping, vocabulary), cfg.seed, None)
     return TrainingData(train, val, column_array(prepared.validation, "char_class").astype(object),
                         prepared.label_names, cache, prepared.info["params"],
-                        column_array(prepared.validation, "font").astype(object))
+                        column_array(prepared.validation, "font").astype(object),
+                        column_array(prepared.train, "family").astype(object),
+                        column_array(prepared.train, "font").astype(object))
 
 
 def cache_root(cfg: TrainConfig) -> Path:
@@ -117,15 +127,19 @@ def check_one_global_batch(batch_size: int, rows: int, num_processes: int) -> No
             f"lower --batch-size or train on more glyphs")
 
 
-def make_loaders(cfg: TrainConfig, data: TrainingData) -> tuple[DataLoader, DataLoader, ClassBalancedBatchSampler | None]:
-    """Unsharded loaders: `accelerator.prepare` shards them across processes (disjoint batches per rank)."""
+def make_loaders(cfg: TrainConfig, data: TrainingData) -> tuple[DataLoader, DataLoader, EpochSampler | None]:
+    """Unsharded loaders: `accelerate.prepare` shards them across processes (disjoint batches per rank).
+    The third value is the training sampler the trainer must `set_epoch` itself (None: Accelerate's own)."""
     common = dict(num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
                   persistent_workers=False)  # fresh workers each epoch see the dataset's new epoch
-    sampler = None
+    sampler: EpochSampler | None = None
     if cfg.classes_per_batch:
         sampler = ClassBalancedBatchSampler(data.train.groups, cfg.classes_per_batch,
                                             cfg.batch_size // cfg.classes_per_batch, seed=cfg.seed)
         train = DataLoader(data.train, batch_sampler=sampler, **common)
+    elif cfg.family_balance:
+        sampler = FamilyBalancedSampler(data.train_families, data.train_fonts, cfg.family_balance, seed=cfg.seed)
+        train = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, **common)
     else:
         train = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                            generator=torch.Generator().manual_seed(cfg.seed), **common)

@@ -84,3 +84,46 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from self.global_batches(self.epoch)[self.rank :: self.num_replicas]
+
+
+class FamilyBalancedSampler(Sampler[int]):
+    """Per epoch, `len(families)` draws with replacement, glyph i with probability ∝ F_i^-alpha, where F_i is
+    the number of fonts of glyph i's family: alpha 1 gives every family the weight of one font, so a family
+    shipped in nine weights no longer counts nine times as much as a one-weight display face.
+
+    The draws are a function of (seed, epoch), so every rank draws the same stream and Accelerate's batch
+    sharding gives each rank its own share of it. A glyph drawn k times before in the epoch is yielded as
+    `i + k * n` (n = dataset size): the dataset reads row `key % n` and seeds the augmentation with the key,
+    so repeats are augmented differently. Call `set_epoch(epoch)` before each epoch.
+    """
+
+    def __init__(self, families: Sequence, fonts: Sequence, alpha: float, seed: int = 0):
+        if alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        families, fonts = np.asarray(families, dtype=object), np.asarray(fonts, dtype=object)
+        fonts_per_family = {}
+        for family, font in set(zip(families.tolist(), fonts.tolist())):
+            fonts_per_family[family] = fonts_per_family.get(family, 0) + 1
+        weights = np.array([fonts_per_family[f] for f in families.tolist()], dtype=np.float64) ** -alpha
+        self.p = weights / weights.sum()
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.p)
+
+    def keys(self, epoch: int) -> np.ndarray:
+        n = len(self.p)
+        rows = np.random.default_rng([self.seed, epoch]).choice(n, size=n, p=self.p)
+        order = np.argsort(rows, kind="stable")  # the k-th draw of a row (in draw order) gets key row + k·n
+        sorted_rows = rows[order]
+        starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
+        repeat = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+        keys = np.empty(n, dtype=np.int64)
+        keys[order] = sorted_rows + repeat * n
+        return keys
+
+    def __iter__(self) -> Iterator[int]:
+        yield from self.keys(self.epoch).tolist()
