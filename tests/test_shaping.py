@@ -94,3 +94,25 @@ def test_pen_records_cubic_offsets_and_all_off_curve_contours():
         [["qCurveTo", [[10, -0.5], [20, -0.5], [20, 9.5], None]], ["closePath", None]],
     ]
     assert ContourPen().json() == ""
+
+
+def test_forms_of_a_font_without_space_or_zwj_glyphs(tmp_path):
+    """With no space glyph to hide ZWJ behind, HarfBuzz deletes ZWJ and merges its cluster into the letter's:
+    the medial and final forms must still be found (build-db used to lose them), the same ones as with ZWJ."""
+    from fontTools import subset
+
+    font = TTFont(AMIRI)
+    options = subset.Options()
+    options.layout_features = ["*"]
+    options.notdef_outline = True
+    subsetter = subset.Subsetter(options)
+    subsetter.populate(unicodes=[0x0628, 0x0644, 0x0647])  # beh, lam, heh: no U+0020, no U+200D
+    subsetter.subset(font)
+    font.save(tmp_path / "bare.ttf")
+    bare, full = Shaper((tmp_path / "bare.ttf").read_bytes()), Shaper(AMIRI.read_bytes())
+    assert 0x20 not in bare.cmap() and 0x200D not in bare.cmap()
+    for form in ("init", "medi", "fina"):
+        outline = bare.form_outline(0x0628, form)
+        assert outline and outline != bare.form_outline(0x0628, "isol"), form
+        assert_same_geometry(flat(outline), flat(full.form_outline(0x0628, form)), tol=1.0)
+        assert len(bare.form_glyphs(0x0628, form)) == 1

@@ -141,9 +141,11 @@ class Shaper:
         self.font.draw_glyph_with_pen(gid, pen)
         return pen.json()
 
-    def form_outline(self, cp: int, form: str) -> str:
-        """The letter's glyphs when shaped in the form's ZWJ context, placed at HarfBuzz's offsets and
-        advances relative to the leftmost of them, as contours JSON; ZWJ's own glyph is left out."""
+    def form_glyphs(self, cp: int, form: str) -> list[tuple[int, float, float]]:
+        """The glyphs the letter becomes when shaped in the form's ZWJ context, each (glyph id, x, y) placed
+        at HarfBuzz's advances and offsets relative to the leftmost of them; ZWJ's own glyph is left out.
+        [] when the font shows .notdef for it. The one shaping of positional forms: build-db draws these, and
+        inference reads a font's own labels from them."""
         before, after = _CONTEXTS[form]
         buf = hb.Buffer()
         buf.add_codepoints([*before, cp, *after])
@@ -152,21 +154,27 @@ class Shaper:
         buf.guess_segment_properties()  # direction and script from the letter (Arabic, Syriac, N'Ko ...)
         buf.language = "ar" if buf.script == "Arab" else "und"  # not the process locale's
         hb.shape(self.font, buf, {})
-        index = len(before)
+        infos, positions = buf.glyph_infos, buf.glyph_positions
+        ours = [info.cluster == len(before) for info in infos]
+        if not any(ours) and len(infos) == 1:  # no space glyph to hide ZWJ with: HarfBuzz deleted it, merging clusters
+            ours = [True]
         placed: list[tuple[int, float, float, float]] = []  # glyph, pen x, x offset, y
         x = y = 0.0
-        for info, pos in zip(buf.glyph_infos, buf.glyph_positions):
-            if info.cluster == index:
+        for info, pos, mine in zip(infos, positions, ours):
+            if mine:
                 if info.codepoint == 0:
-                    return ""  # .notdef: the font cannot show this form
+                    return []  # .notdef: the font cannot show this form
                 placed.append((info.codepoint, x, pos.x_offset, y + pos.y_offset))
             x += pos.x_advance
             y += pos.y_advance
-        if not placed:
-            return ""
-        origin = min(pen_x for _, pen_x, _, _ in placed)
+        origin = min((pen_x for _, pen_x, _, _ in placed), default=0.0)
+        return [(gid, pen_x - origin + x_offset, glyph_y) for gid, pen_x, x_offset, glyph_y in placed]
+
+    def form_outline(self, cp: int, form: str) -> str:
+        """The letter's glyphs in the form's ZWJ context (`form_glyphs`), drawn where HarfBuzz put them, as
+        contours JSON; '' when there are none."""
         pen = ContourPen()
-        for gid, pen_x, x_offset, glyph_y in placed:
-            pen.offset(pen_x - origin + x_offset, glyph_y)
+        for gid, dx, dy in self.form_glyphs(cp, form):
+            pen.offset(dx, dy)
             self.font.draw_glyph_with_pen(gid, pen)
         return pen.json()

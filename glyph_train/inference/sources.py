@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import uharfbuzz as hb
 from fontTools.ttLib import TTFont
 
 from glyph_train.corpus.font_rows import EmBox, em_box_from_metrics
@@ -21,9 +20,6 @@ from glyph_train.corpus.fonts import FontError, FontFace, list_faces, sfnt_data
 from glyph_train.corpus.shaping import Shaper
 from glyph_train.corpus.unicode_data import forms_for, is_listed, label as make_label
 from glyph_train.errors import GlyphTrainError
-
-ZWJ = 0x200D
-_CONTEXTS = {"init": ((), (ZWJ,)), "medi": ((ZWJ,), (ZWJ,)), "fina": ((ZWJ,), ())}
 
 
 @dataclass(frozen=True)
@@ -125,25 +121,16 @@ def known_labels(shaper: Shaper) -> dict[int, str]:
         for form in forms_for(cp):
             if form == "isol":
                 continue
-            shaped = shaped_form_glyph(shaper.font, cp, form)
+            shaped = shaped_form_glyph(shaper, cp, form)
             if shaped is not None and shaped != gid:
                 out.setdefault(shaped, make_label(cp, form))
     return out
 
 
-def shaped_form_glyph(font: hb.Font, cp: int, form: str) -> int | None:
+def shaped_form_glyph(shaper: Shaper, cp: int, form: str) -> int | None:
     """The one glyph HarfBuzz shapes `cp` to in the form's ZWJ context; None when it is several or .notdef."""
-    before, after = _CONTEXTS[form]
-    buf = hb.Buffer()
-    buf.add_codepoints([*before, cp, *after])
-    buf.cluster_level = hb.BufferClusterLevel.CHARACTERS
-    buf.guess_segment_properties()
-    hb.shape(font, buf, {})
-    infos = buf.glyph_infos
-    glyphs = [info.codepoint for info in infos if info.cluster == len(before)]
-    if not glyphs and len(infos) == 1:  # a font without a ZWJ glyph: HarfBuzz drops ZWJ and merges clusters
-        glyphs = [infos[0].codepoint]
-    return glyphs[0] if len(glyphs) == 1 and glyphs[0] != 0 else None
+    glyphs = shaper.form_glyphs(cp, form)
+    return glyphs[0][0] if len(glyphs) == 1 else None
 
 
 # ---------------------------------------------------------------------------------------------- glyphs.db
