@@ -9,7 +9,8 @@ would leak it. Two label sets:
   full  every label drawn by at least 20 training families (Latin extended, Greek, Cyrillic, digits,
         punctuation, Arabic forms)
 For each set: training and held-out DBs are written under --out (the source DB is only read), the trainer
-runs with the recipe below (extra flags after the script's own go to the trainer and override it), and
+runs with launch/recipe.yaml, the quickstart's recipe (extra flags after the script's own go to the
+trainer and override it), and
 `glyph-train evaluate` scores the export on the held-out families: top1, top1_equiv, top5, hit@10, MAP@R,
 overall, for Latin, Arabic and digits, and per held-out family (results.md, results.json).
 
@@ -63,12 +64,8 @@ HELD_OUT_LATIN = {
 }
 HELD_OUT = {**HELD_OUT_ARABIC, **HELD_OUT_LATIN}
 
-# The reference recipe (BENCHMARKS.md §8); flags given after the script's own override these.
-RECIPE = ["--model", "levit_128s", "--fit", "em", "--img-size", "64", "--batch-size", "128", "--epochs", "8",
-          "--lr-backbone", "1e-3", "--lr-head", "2e-3", "--weight-decay", "0.05", "--warmup-frac", "0.05",
-          "--lr-schedule", "cosine", "--label-smoothing", "0.1", "--emb-loss-weight", "0.3",
-          "--min-label-count", "2", "--split", "font", "--val-frac", "0.1", "--num-workers", "1",
-          "--retrieval-every", "4", "--log-interval", "50", "--seed", "0"]
+# The recipe the quickstart trains (launch/recipe.yaml); flags given after the script's own override it.
+RECIPE = ["--config", str(REPO / "launch" / "recipe.yaml"), "--log-interval", "50", "--seed", "0"]
 REPORT_KEYS = ("top1", "top1_equiv", "top5", "hit_at_10", "map_at_r")
 TARGETS = {"core": {"top1": 0.93, "arabic top1": 0.88, "hit_at_10": 0.98, "map_at_r": 0.70},
            "full": {"top1_equiv": 0.90}}

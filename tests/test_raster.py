@@ -383,6 +383,21 @@ def test_em_fit_keeps_relative_size_and_baseline() -> None:
     assert r1 - r0 > 0.8 * 128
 
 
+def test_origin_fit_puts_the_glyph_origin_on_the_left_margin() -> None:
+    """origin: em scale and baseline, but x = 0 at the left margin: a glyph touching its origin (an Arabic
+    letter joining the next) starts there, one with a side bearing starts further right; em centres both."""
+    em = EmBox(1000, 800, -200)
+    params = RenderParams(img_size=100, fit="origin", margin=0.1)
+    joined = render([square(0, 0, 300, 300)], params, em)
+    free = render([square(150, 0, 450, 300)], params, em)
+    assert ink_bbox(joined)[2] == 10 and ink_bbox(free)[2] == 10 + 12  # 150 units at 80 px per 1000
+    assert ink_bbox(joined)[:2] == ink_bbox(render([square(0, 0, 300, 300)], RenderParams(100, "em", 0.1), em))[:2]
+    centred = [render(g, RenderParams(100, "em", 0.1), em) for g in ([square(0, 0, 300, 300)], [square(150, 0, 450, 300)])]
+    assert np.array_equal(*centred)
+    two = render([square(0, 0, 300, 300)], RenderParams(100, "tight+origin", 0.1), em)
+    assert two.shape == (2, 100, 100) and np.array_equal(two[1], joined)
+
+
 def test_em_fit_needs_em_box() -> None:
     with pytest.raises(ValueError, match="EmBox"):
         render([square(0, 0, 10, 10)], RenderParams(fit="em"))

@@ -38,7 +38,8 @@ except ImportError:  # pragma: no cover
 # Bump whenever output pixels can change (fits, anti-aliasing, curve handling): caches key on it.
 RENDERER_VERSION = "skia-3"  # skia-3: reads the users' one-point moveTo/lineTo
 
-FITS = ("tight", "em", "tight+em")  # tight+em: a two-channel image, the tight fit then the em fit
+# Single fits, and the multi-channel ones: one channel per fit, in order.
+FITS = ("tight", "em", "origin", "tight+em", "tight+origin")
 _OPS = {"moveTo", "lineTo", "curveTo", "qCurveTo", "closePath", "endPath"}
 _ONE_POINT = ("moveTo", "lineTo")
 
@@ -50,8 +51,10 @@ class RenderParams:
     """How an outline becomes an image; --img-size and --fit are declared here, for every command."""
 
     img_size: int = flag_field(128, "image size in pixels")
-    fit: str = flag_field("tight", "tight: the glyph's bbox fills the frame; em: the font's metrics do, "
-                                   "relative size kept; tight+em: both, as two channels", choices=FITS)
+    fit: str = flag_field("tight", "tight: the glyph's bbox fills the frame; em: the font's ascent-descent "
+                                   "does, glyph centred; origin: as em, with the glyph's origin (x = 0, where an "
+                                   "Arabic letter joins the next) at the left margin; tight+em, tight+origin: "
+                                   "two channels", choices=FITS)
     margin: float = 0.08  # fraction of the frame left empty on each side
 
     def __post_init__(self) -> None:
@@ -248,13 +251,14 @@ def _matrix(bounds: skia.Rect, params: RenderParams, fit: str, em: EmBox | None)
         ty = s * 0.5 + cy * scale  # pixel row of font y=0
     else:
         if em is None:
-            raise ValueError("fit='em' needs the font's EmBox")
+            raise ValueError(f"fit={fit!r} needs the font's EmBox")
         height = em.ascent - em.descent
         if height <= 0:
             raise ValueError(f"EmBox has ascent {em.ascent} <= descent {em.descent}")
         scale = inner / height
         ty = s * params.margin + em.ascent * scale  # baseline row
-    tx = s * 0.5 - cx * scale
+    # origin: font x = 0 on the left margin, so ink that reaches the origin (a joining stroke) is seen as such
+    tx = s * params.margin if fit == "origin" else s * 0.5 - cx * scale
     return skia.Matrix.MakeAll(scale, 0, tx, 0, -scale, ty, 0, 0, 1)
 
 

@@ -108,8 +108,9 @@ def _key(record: GlyphRecord, fit: str) -> str:
 
 
 def _outline_key(outline_hash: str, upem: float, ascent: float, descent: float, fit: str) -> str:
-    """Identical outlines render identically; under a fit using the em box only within identical font metrics."""
-    return outline_hash + (f"@{upem:g},{ascent:g},{descent:g}" if "em" in fit.split("+") else "")
+    """Identical outlines render identically; under a fit using the em box (all but tight) only within identical
+    font metrics."""
+    return outline_hash + (f"@{upem:g},{ascent:g},{descent:g}" if fit != "tight" else "")
 
 
 def _known_keys(existing: GlyphIndex | None, predictor: Predictor) -> dict[str, int]:
