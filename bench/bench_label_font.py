@@ -6,7 +6,8 @@ For each font (use families the export never trained on): the truth is what the 
 glyphNNNNN (tests/fontfactory.strip_font), and labelled from outlines alone. Reported, Latin (letters and
 digits) and Arabic separately, over glyphs whose true label the model knows:
 - accuracy of the independent argmax and of the joint assignment (min confidence 0);
-- coverage (share labelled) and precision (share right among labelled) at each --min-confidence;
+- at each --min-confidence: coverage (share labelled), precision (share right among labelled) and accuracy
+  (share right: what label-font's CSV gets right at that setting, unknown counting as wrong);
 - for the repaired font written at --repair-confidence: the share of seeded pseudo-words (Arabic and Latin)
   whose shaped glyph outline sequence equals the original font's.
 
@@ -121,7 +122,8 @@ def main() -> None:
         report[key] = {"glyphs": c["glyphs"], "argmax_accuracy": round(c["argmax_right"] / n, 4),
                        "joint_accuracy": round(c["joint_right"] / n, 4),
                        "at_threshold": {str(t): {"coverage": round(c[f"labelled@{t}"] / n, 4),
-                                                 "precision": round(c[f"right@{t}"] / max(c[f"labelled@{t}"], 1), 4)}
+                                                 "precision": round(c[f"right@{t}"] / max(c[f"labelled@{t}"], 1), 4),
+                                                 "accuracy": round(c[f"right@{t}"] / n, 4)}
                                         for t in thresholds}}
     report["words_shaped_identically"] = {s: {"share": round(a / max(b, 1), 4), "words": b}
                                           for s, (a, b) in shaping.items()}
