@@ -38,7 +38,7 @@ from fontfactory import strip_font  # noqa: E402
 from glyph_train.corpus.fonts import sfnt_data  # noqa: E402
 from glyph_train.corpus.shaping import Shaper  # noqa: E402
 from glyph_train.corpus.unicode_data import char_class  # noqa: E402
-from glyph_train.inference.label_font import UNKNOWN, label_font  # noqa: E402
+from glyph_train.inference.label_font import UNKNOWN, assign_font, predict_font  # noqa: E402
 from glyph_train.inference.predictor import Predictor  # noqa: E402
 from glyph_train.inference.repair import write_repaired_font  # noqa: E402
 from glyph_train.inference.sources import known_labels  # noqa: E402
@@ -62,8 +62,7 @@ def words(letters: list[str], count: int, seed: int) -> list[str]:
     return ["".join(rng.choice(letters, size=rng.integers(3, 7))) for _ in range(count)]
 
 
-def outline_sequence(path: Path, text: str) -> list[str]:
-    shaper = Shaper(sfnt_data(path))  # WOFF/WOFF2 decoded: HarfBuzz reads sfnt only
+def outline_sequence(shaper: Shaper, text: str) -> list[str]:
     buf = hb.Buffer()
     buf.add_str(text)
     buf.guess_segment_properties()
@@ -90,7 +89,8 @@ def main() -> None:
         for font in args.fonts:
             truth_by_gid = known_labels(Shaper(sfnt_data(font)))
             stripped = strip_font(font, Path(tmp) / f"stripped{font.suffix}")
-            runs = {t: label_font(stripped, predictor, t) for t in [0.0, *thresholds, args.repair_confidence]}
+            predicted = predict_font(stripped, predictor)  # once: only the assignment depends on the threshold
+            runs = {t: assign_font(predicted, t) for t in [0.0, *thresholds, args.repair_confidence]}
             for t, result in runs.items():
                 for g in result.glyphs:
                     truth = truth_by_gid.get(g.glyph_id)
@@ -106,12 +106,14 @@ def main() -> None:
                         tally[key][f"right@{t}"] += g.label == truth
             repaired = Path(tmp) / f"repaired{font.suffix}"
             write_repaired_font(stripped, repaired, runs[args.repair_confidence].assignment())
+            # WOFF/WOFF2 decoded once per font (HarfBuzz reads sfnt only), not once per word
+            before, after = Shaper(sfnt_data(font)), Shaper(sfnt_data(repaired))
             for script, letters in (("arabic", ARABIC_LETTERS), ("latin", LATIN_LETTERS)):
                 for word in words(letters, args.words, seed=len(script)):
-                    original = outline_sequence(font, word)
+                    original = outline_sequence(before, word)
                     if not all(original):
                         continue  # the original font lacks a letter
-                    shaping[script][0] += outline_sequence(repaired, word) == original
+                    shaping[script][0] += outline_sequence(after, word) == original
                     shaping[script][1] += 1
             print(f"{font.name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
     if not tally:  # e.g. fonts HarfBuzz could not read: never report an empty result as a measurement

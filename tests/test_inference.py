@@ -249,6 +249,17 @@ def test_label_font_on_a_stripped_font_writes_csv_and_repaired_font(work, tmp_pa
     assert {r[1] for r in list(csv.reader((tmp_path / "strict.csv").open()))[1:]} == {"unknown"}
 
 
+def test_one_prediction_assigned_at_each_threshold_equals_label_font_at_that_threshold(work):
+    # bench_label_font predicts a font once and assigns at every --min-confidence it reports
+    from glyph_train.inference.label_font import assign_font, label_font, predict_font
+    from glyph_train.inference.predictor import Predictor
+
+    predictor = Predictor(work["export"])
+    predicted = predict_font(work["stripped"], predictor)
+    for threshold in (0.0, 0.3, 0.9):
+        assert assign_font(predicted, threshold) == label_font(work["stripped"], predictor, threshold)
+
+
 def test_label_font_never_overwrites_the_input(work, tmp_path, capsys):
     stripped = tmp_path / "font.ttf"
     stripped.write_bytes(work["stripped"].read_bytes())

@@ -123,8 +123,30 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> FontLabels:
-    """Predict every glyph of the font's default face and assign labels jointly."""
+@dataclass
+class FontPredictions:
+    """A font's glyphs and the model's calibrated probabilities for those it could render: what the labels
+    are chosen from, at any --min-confidence."""
+
+    font: Path
+    family: str
+    style: str
+    records: list  # inference.sources glyph records, in face order
+    rows: list[int]  # records[rows[i]] is probs[i]
+    probs: np.ndarray  # (len(rows), labels)
+    drawings: list[bytes]  # rendered image bytes per row: identical drawings share a label
+    blank: list[tuple[int, str]]  # (glyph id, name) of glyphs that draw nothing
+    label_names: list[str]
+    top5: list[list[tuple[str, float]]]
+
+    @property
+    def unrenderable(self) -> list[str]:
+        rendered = set(self.rows)
+        return [r.glyph for k, r in enumerate(self.records) if k not in rendered]
+
+
+def predict_font(font: Path, predictor) -> FontPredictions:
+    """Render and predict every glyph of the font's default face."""
     from glyph_train.inference.sources import default_face, face_glyphs, glyph_names
 
     face = default_face(font)
@@ -134,24 +156,35 @@ def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFID
         raise GlyphTrainError(f"{font}: cannot draw its glyphs ({type(err).__name__}: {err})") from None
     rendered = predictor.render((k, r.contours, r.em) for k, r in enumerate(records))
     probs = predictor.predict(rendered.images).probs if rendered.keys else np.zeros((0, len(predictor.label_names)))
-    top5 = predictor.top_labels(probs, 5)
-    assigned = assign_labels(probs, min_confidence, [img.tobytes() for img in rendered.images])
-    names = predictor.label_names
+    gid_of = {name: gid for gid, name in enumerate(glyph_names(face))}
+    return FontPredictions(font, face.family_name, face.style_name, records, list(rendered.keys), probs,
+                           [img.tobytes() for img in rendered.images], [(gid_of[n], n) for n in empty],
+                           list(predictor.label_names), predictor.top_labels(probs, 5))
+
+
+def assign_font(pred: FontPredictions, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> FontLabels:
+    """One label per glyph, chosen jointly for the font (see assign_labels)."""
+    names, probs = pred.label_names, pred.probs
+    assigned = assign_labels(probs, min_confidence, pred.drawings)
     out: dict[int, GlyphLabel] = {}
-    for row, k in enumerate(rendered.keys):
-        r = records[k]
+    for row, k in enumerate(pred.rows):
+        r = pred.records[k]
         best = int(probs[row].argmax())
         j = assigned[row]
         label, conf = (names[j], float(probs[row, j])) if j >= 0 else (UNKNOWN, float(probs[row, best]))
-        out[r.glyph_id] = GlyphLabel(r.glyph, r.glyph_id, label, conf, names[best], top5[row])
-    failed = [records[k] for k in set(range(len(records))) - set(rendered.keys)]
-    for r in failed:
-        out[r.glyph_id] = GlyphLabel(r.glyph, r.glyph_id, UNKNOWN, 0.0, "")
-    gid_of = {name: gid for gid, name in enumerate(glyph_names(face))}
-    for name in empty:
-        out.setdefault(gid_of[name], GlyphLabel(name, gid_of[name], UNKNOWN, 0.0, ""))
+        out[r.glyph_id] = GlyphLabel(r.glyph, r.glyph_id, label, conf, names[best], pred.top5[row])
+    failed = pred.unrenderable
+    for r in pred.records:  # the ones the renderer refused
+        out.setdefault(r.glyph_id, GlyphLabel(r.glyph, r.glyph_id, UNKNOWN, 0.0, ""))
+    for gid, name in pred.blank:
+        out.setdefault(gid, GlyphLabel(name, gid, UNKNOWN, 0.0, ""))
     glyphs = [out[g] for g in sorted(out)]
-    return FontLabels(font, face.family_name, face.style_name, glyphs, [r.glyph for r in failed])
+    return FontLabels(pred.font, pred.family, pred.style, glyphs, failed)
+
+
+def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> FontLabels:
+    """Predict every glyph of the font's default face and assign labels jointly."""
+    return assign_font(predict_font(font, predictor), min_confidence)
 
 
 def assign_labels(probs: np.ndarray, min_confidence: float, drawings: list | None = None) -> np.ndarray:
