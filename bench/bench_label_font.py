@@ -8,6 +8,8 @@ digits) and Arabic separately, over glyphs whose true label the model knows:
 - accuracy of the independent argmax and of the joint assignment (min confidence 0);
 - at each --min-confidence: coverage (share labelled), precision (share right among labelled) and accuracy
   (share right: what label-font's CSV gets right at that setting, unknown counting as wrong);
+- at --repair-confidence, the glyphs left unknown although their argmax was right, and why: another glyph took
+  that label (the assignment gives a label one drawing), or its probability is below the threshold;
 - for the repaired font written at --repair-confidence: the share of seeded pseudo-words (Arabic and Latin)
   whose shaped glyph outline sequence equals the original font's.
 
@@ -92,6 +94,7 @@ def main() -> None:
             predicted = predict_font(stripped, predictor)  # once: only the assignment depends on the threshold
             runs = {t: assign_font(predicted, t) for t in [0.0, *thresholds, args.repair_confidence]}
             for t, result in runs.items():
+                taken = {g.label for g in result.glyphs}
                 for g in result.glyphs:
                     truth = truth_by_gid.get(g.glyph_id)
                     if truth is None or truth not in known or group(truth) is None:
@@ -104,6 +107,9 @@ def main() -> None:
                     if t in thresholds:
                         tally[key][f"labelled@{t}"] += g.label != UNKNOWN
                         tally[key][f"right@{t}"] += g.label == truth
+                    if t == args.repair_confidence and g.label == UNKNOWN and g.argmax == truth:
+                        # what the CSV leaves unknown although the argmax was right: why
+                        tally[key]["lost_to_another_glyph" if truth in taken else "lost_below_confidence"] += 1
             repaired = Path(tmp) / f"repaired{font.suffix}"
             write_repaired_font(stripped, repaired, runs[args.repair_confidence].assignment())
             # WOFF/WOFF2 decoded once per font (HarfBuzz reads sfnt only), not once per word
@@ -126,7 +132,10 @@ def main() -> None:
                        "at_threshold": {str(t): {"coverage": round(c[f"labelled@{t}"] / n, 4),
                                                  "precision": round(c[f"right@{t}"] / max(c[f"labelled@{t}"], 1), 4),
                                                  "accuracy": round(c[f"right@{t}"] / n, 4)}
-                                        for t in thresholds}}
+                                        for t in thresholds},
+                       f"argmax_right_but_unknown@{args.repair_confidence}": {
+                           "label_taken_by_another_glyph": c["lost_to_another_glyph"],
+                           "below_confidence": c["lost_below_confidence"]}}
     report["words_shaped_identically"] = {s: {"share": round(a / max(b, 1), 4), "words": b}
                                           for s, (a, b) in shaping.items()}
     print(f"load after {os.getloadavg()[0]:.1f}")
