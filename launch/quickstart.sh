@@ -3,7 +3,7 @@
 # set up .venv → build data/glyphs.db from the fontpkg fonts and every Arabic @fontsource family (fetched
 # with npm into ~/.cache/glyph-train/fontsource; without npm, build-db says so and uses fontpkg alone) →
 # contact sheet of what the model sees (tight + origin channels) → the measured recipe (launch/recipe.yaml: core
-# labels, i.e. ASCII letters/digits + Arabic letter forms, 64 px, 10 epochs) on 2 CPU processes, which first
+# labels, i.e. ASCII letters/digits + Arabic letter forms, 64 px, 7 epochs) on 2 CPU processes, which first
 # renders the cache into data/cache (W&B offline) → final metrics.
 #   bash launch/quickstart.sh            (PROCS=2 by default; extra args go to the trainer, e.g. --epochs 3)
 set -euo pipefail
