@@ -173,13 +173,12 @@ def assign_font(pred: FontPredictions, min_confidence: float = DEFAULT_MIN_CONFI
         j = assigned[row]
         label, conf = (names[j], float(probs[row, j])) if j >= 0 else (UNKNOWN, float(probs[row, best]))
         out[r.glyph_id] = GlyphLabel(r.glyph, r.glyph_id, label, conf, names[best], pred.top5[row])
-    failed = pred.unrenderable
     for r in pred.records:  # the ones the renderer refused
         out.setdefault(r.glyph_id, GlyphLabel(r.glyph, r.glyph_id, UNKNOWN, 0.0, ""))
     for gid, name in pred.blank:
         out.setdefault(gid, GlyphLabel(name, gid, UNKNOWN, 0.0, ""))
     glyphs = [out[g] for g in sorted(out)]
-    return FontLabels(pred.font, pred.family, pred.style, glyphs, failed)
+    return FontLabels(pred.font, pred.family, pred.style, glyphs, pred.unrenderable)
 
 
 def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> FontLabels:
