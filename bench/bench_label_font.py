@@ -89,7 +89,9 @@ def main() -> None:
     print(f"load {os.getloadavg()[0]:.1f}; export {args.checkpoint} (T={predictor.temperature:.3f})", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for font in args.fonts:
-            truth_by_gid = known_labels(Shaper(sfnt_data(font)))
+            # WOFF/WOFF2 decoded once per font (HarfBuzz reads sfnt only), not once per word
+            before = Shaper(sfnt_data(font))
+            truth_by_gid = known_labels(before)
             stripped = strip_font(font, Path(tmp) / f"stripped{font.suffix}")
             predicted = predict_font(stripped, predictor)  # once: only the assignment depends on the threshold
             runs = {t: assign_font(predicted, t) for t in [0.0, *thresholds, args.repair_confidence]}
@@ -112,8 +114,7 @@ def main() -> None:
                         tally[key]["lost_to_another_glyph" if truth in taken else "lost_below_confidence"] += 1
             repaired = Path(tmp) / f"repaired{font.suffix}"
             write_repaired_font(stripped, repaired, runs[args.repair_confidence].assignment())
-            # WOFF/WOFF2 decoded once per font (HarfBuzz reads sfnt only), not once per word
-            before, after = Shaper(sfnt_data(font)), Shaper(sfnt_data(repaired))
+            after = Shaper(sfnt_data(repaired))
             for script, letters in (("arabic", ARABIC_LETTERS), ("latin", LATIN_LETTERS)):
                 for word in words(letters, args.words, seed=len(script)):
                     original = outline_sequence(before, word)
