@@ -7,6 +7,8 @@
       workers) iterated without a model, against the training rate from (1). Target: >= 5x.
   (3) bf16 vs fp32 (issue 9): (1) for each --precision (the trainer's --mixed-precision; the bare loop runs
       under torch.autocast(bfloat16) for bf16, as Accelerate does) and each --img-size, all in one run.
+  (4) torch.compile (issue 9): with --compile no yes, (1) also for each compile setting (the trainer's
+      --compile; the bare loop wraps its model in torch.compile). Compiling happens in the warmup steps.
 
 The trainer is run in-process, unchanged, with --max-steps W+M --log-interval gcd(W, M); its rate is read
 from its own metrics.jsonl: (step_b - step_a) * batch / (time_b - time_a) between the records at steps W
@@ -20,7 +22,7 @@ reported. Both sides share this process and so its torch thread count (--threads
 evaluation, checkpoint and export come after its last timed step and do not count.
 
     python bench/bench_training.py [--db DB --limit 5000] [--model levit_128s] [--img-size 128 [64 ...]]
-        [--precision no [bf16 ...]] [--batch-size 64] [--warmup 3] [--steps 9] [--repeats 3] [--threads 1] [--num-workers N]
+        [--precision no [bf16 ...]] [--compile no [yes]] [--batch-size 64] [--warmup 3] [--steps 9] [--repeats 3] [--threads 1] [--num-workers N]
         [--workdir DIR] [--json PATH]
 
 Without --db a glyphs.db is built from every installed fontpkg font (tests/dbfactory.py, ~14k glyphs);
@@ -140,6 +142,8 @@ def bare_rate(cfg: TrainConfig, warmup: int, steps: int) -> tuple[float, float]:
     model = GlyphModel(cfg.model, num_classes=num_classes, embedding_dim=cfg.embedding_dim, img_size=img_size,
                        arcface_margin=cfg.arcface_margin, arcface_scale=cfg.arcface_scale, dropout=cfg.dropout)
     model.to(device)
+    if cfg.compile:
+        model = torch.compile(model)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.lr_backbone, cfg.lr_head, cfg.weight_decay))
     model.train()
     marks: dict[int, tuple[float, float]] = {}
@@ -190,6 +194,8 @@ def main() -> None:
     ap.add_argument("--img-size", type=int, nargs="+", default=[128], help="one or more raster sizes")
     ap.add_argument("--precision", nargs="+", default=["no"], choices=("no", "bf16"),
                     help="the trainer's --mixed-precision values to compare (no = fp32)")
+    ap.add_argument("--compile", nargs="+", default=["no"], choices=("no", "yes"),
+                    help="the trainer's --compile settings to compare")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--warmup", type=int, default=3, help="optimizer steps before timing starts")
     ap.add_argument("--steps", type=int, default=9, help="timed optimizer steps per run")
@@ -209,14 +215,17 @@ def main() -> None:
 
     caches = {size: prepared_cache(args, work, size) for size in args.img_size}
 
-    def config(run: str, size: int, precision: str) -> TrainConfig:
+    variants = [(p, c) for p in args.precision for c in args.compile]  # (precision, compile)
+
+    def config(run: str, size: int, precision: str, compile: str = "no") -> TrainConfig:
         return TrainConfig(data=str(caches[size]), model=args.model, batch_size=args.batch_size, epochs=1,
                            max_steps=args.warmup + args.steps, log_interval=math.gcd(args.warmup, args.steps),
                            retrieval_every=10**6, retrieval_cap=256, save_every=0, wandb_mode="disabled",
                            num_workers=args.num_workers, out_dir=str(work / run), seed=0,
-                           mixed_precision=precision)
+                           mixed_precision=precision, compile=compile == "yes")
 
     res: dict = {"model": args.model, "img_sizes": args.img_size, "precisions": args.precision,
+                 "compile": args.compile,
                  "batch_size": args.batch_size, "threads": torch.get_num_threads(), "num_workers": args.num_workers,
                  "warmup": args.warmup, "steps": args.steps, "cpus": os.cpu_count(),
                  "device": "cuda" if torch.cuda.is_available() else "cpu",
@@ -228,46 +237,48 @@ def main() -> None:
         res["loader_img_per_s"][size] = round(loader_rate(config("loader", size, "no"), args.loader_batches), 1)
         log(f"loader {size} px: {res['loader_img_per_s'][size]} img/s ({args.num_workers} workers, load {load()})")
 
-    # Every (size, precision, side) once per repeat; the side order flips each repeat and the precision order
+    # Every (size, variant, side) once per repeat; the side order flips each repeat and the variant order
     # with it, so a drift of the machine's load hits all alike.
     runs: list[dict] = []
     for r in range(args.repeats):
         for size in args.img_size:
-            precisions = args.precision if r % 2 == 0 else args.precision[::-1]
-            for precision in precisions:
+            for precision, comp in variants if r % 2 == 0 else variants[::-1]:
                 order = ("trainer", "bare") if r % 2 == 0 else ("bare", "trainer")
                 for side in order:
                     load_before, t0 = load(), time.perf_counter()
                     measure = trainer_rate if side == "trainer" else bare_rate
-                    wall, cpu = measure(config(f"{side}_{size}_{precision}_{r}", size, precision),
+                    wall, cpu = measure(config(f"{side}_{size}_{precision}_c{comp}_{r}", size, precision, comp),
                                         args.warmup, args.steps)
-                    runs.append({"side": side, "img_size": size, "precision": precision, "repeat": r,
-                                 "img_per_s": round(wall, 2), "img_per_cpu_s": round(cpu, 2),
+                    runs.append({"side": side, "img_size": size, "precision": precision, "compile": comp,
+                                 "repeat": r, "img_per_s": round(wall, 2), "img_per_cpu_s": round(cpu, 2),
                                  "load_before": load_before, "load_after": load(),
                                  "wall_s": round(time.perf_counter() - t0, 1)})
-                    log(f"{side} {size} px {precision} #{r}: {wall:.2f} img/s, {cpu:.2f} img/CPU-s "
+                    log(f"{side} {size} px {precision} compile={comp} #{r}: {wall:.2f} img/s, {cpu:.2f} img/CPU-s "
                         f"(load {load_before} -> {load()}, {runs[-1]['wall_s']} s)")
 
-    def median(side: str, size: int, precision: str, key: str) -> float:
-        return round(statistics.median(x[key] for x in runs
-                                       if (x["side"], x["img_size"], x["precision"]) == (side, size, precision)), 2)
+    def median(side: str, size: int, precision: str, comp: str, key: str) -> float:
+        return round(statistics.median(x[key] for x in runs if (x["side"], x["img_size"], x["precision"],
+                                                                x["compile"]) == (side, size, precision, comp)), 2)
 
     results = []
     for size in args.img_size:
-        for precision in args.precision:
-            row = {"img_size": size, "precision": precision}
+        for precision, comp in variants:
+            row = {"img_size": size, "precision": precision, "compile": comp}
             for side in ("trainer", "bare"):
-                row[f"{side}_img_per_s"] = median(side, size, precision, "img_per_s")
-                row[f"{side}_img_per_cpu_s"] = median(side, size, precision, "img_per_cpu_s")
+                row[f"{side}_img_per_s"] = median(side, size, precision, comp, "img_per_s")
+                row[f"{side}_img_per_cpu_s"] = median(side, size, precision, comp, "img_per_cpu_s")
             row["trainer_over_bare"] = round(row["trainer_img_per_s"] / row["bare_img_per_s"], 3)
             row["trainer_over_bare_cpu"] = round(row["trainer_img_per_cpu_s"] / row["bare_img_per_cpu_s"], 3)
             row["loader_over_training"] = round(res["loader_img_per_s"][size] / row["trainer_img_per_s"], 1)
             results.append(row)
-        if {"no", "bf16"} <= set(args.precision):
-            by = {row["precision"]: row for row in results if row["img_size"] == size}
+        by = {(row["precision"], row["compile"]): row for row in results if row["img_size"] == size}
+        for (precision, comp), row in by.items():
             for side in ("trainer", "bare"):
-                by["bf16"][f"{side}_bf16_over_fp32"] = round(
-                    by["bf16"][f"{side}_img_per_s"] / by["no"][f"{side}_img_per_s"], 3)
+                if precision == "bf16" and ("no", comp) in by:
+                    row[f"{side}_bf16_over_fp32"] = round(row[f"{side}_img_per_s"] / by["no", comp][f"{side}_img_per_s"], 3)
+                if comp == "yes" and (precision, "no") in by:
+                    row[f"{side}_compiled_over_eager"] = round(
+                        row[f"{side}_img_per_s"] / by[precision, "no"][f"{side}_img_per_s"], 3)
     res.update(results=results, runs=runs, load_end=load(), wall_s=round(time.perf_counter() - t, 1))
     print(json.dumps(res))
     if args.json:

@@ -46,14 +46,15 @@ def train(cfg: TrainConfig) -> dict:
     mode = wandb_mode(cfg.wandb_mode)
     cfg.mixed_precision, precision_reason = resolve_mixed_precision(cfg.mixed_precision)  # saved as resolved
     accelerator = make_accelerator(cfg.mixed_precision, cfg.grad_accum, str(out_dir),
-                                   log_with=None if mode == "disabled" else "wandb")
+                                   log_with=None if mode == "disabled" else "wandb", compile=cfg.compile)
     check_world_size(accelerator, cfg.num_processes)
     check_same_flags(accelerator, cfg.to_dict())
     check_outputs({"--out-dir": out_dir}, {"--db": cfg.db, "--data": cfg.data, "--labels": existing_file(cfg.labels)})
     claim_run_dir(accelerator, out_dir, cfg.resume, cfg.overwrite)  # before any work: never mix two runs
     accelerator.print(f"world size {accelerator.num_processes} ({accelerator.distributed_type.value}), "
                       f"device {accelerator.device}, {torch.get_num_threads()} threads/process")
-    accelerator.print(f"mixed precision {accelerator.mixed_precision} ({precision_reason})")
+    accelerator.print(f"mixed precision {accelerator.mixed_precision} ({precision_reason}); "
+                      f"torch.compile {accelerator.state.dynamo_plugin.backend.value.lower()}")
     set_seed(cfg.seed)
 
     data = load_training_data(cfg, accelerator)
@@ -125,18 +126,23 @@ def train(cfg: TrainConfig) -> dict:
             log.log({"epoch": epoch, "train_img_per_s": train_rate, "val": metrics}, step=state.step)
             log_retrieval_examples(log, examples, data.validation, data.label_names, state.step)
             ckpt.update_best(metrics.get(cfg.best_metric), lambda d: save_export(
-                d, accelerator.unwrap_model(model), data.label_names, cfg.to_dict(), metrics.get("temperature")))
+                d, bare_model(accelerator, model), data.label_names, cfg.to_dict(), metrics.get("temperature")))
         ckpt.save()
         if finished:
             break
 
     if accelerator.is_main_process:
-        save_export(out_dir / "export", accelerator.unwrap_model(model), data.label_names, cfg.to_dict(),
+        save_export(out_dir / "export", bare_model(accelerator, model), data.label_names, cfg.to_dict(),
                     metrics.get("temperature"))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     accelerator.print(summary_line(metrics))
     return metrics
+
+
+def bare_model(accelerator, model) -> GlyphModel:
+    """The model without its DDP and torch.compile wrappers: exports hold the plain module's weights."""
+    return accelerator.unwrap_model(model, keep_torch_compile=False)
 
 
 def epoch_batches(accelerator, loader, epoch_sampler, state: TrainState):

@@ -106,6 +106,23 @@ def test_family_balance_gives_each_family_the_weight_of_one_font():
     assert (np.concatenate([FamilyBalancedSampler(families, fonts, 0.0).keys(e) for e in range(50)]) % 100 < 90).mean() > 0.85
 
 
+def test_label_balance_draws_every_label_equally_often_and_keeps_the_family_balance_within_it():
+    # label 0: family A (9 fonts) and B (1 font), 10 glyphs each font; label 1: only family B's font, 10 glyphs
+    families = ["A"] * 90 + ["B"] * 10 + ["B"] * 10
+    fonts = [f"a{i % 9}" for i in range(90)] + ["b"] * 20
+    labels = [0] * 100 + [1] * 10
+    keys = lambda beta: np.concatenate([FamilyBalancedSampler(  # noqa: E731
+        families, fonts, 1.0, seed=1, labels=labels, beta=beta).keys(e) for e in range(200)]) % 110
+    plain = keys(0.0)
+    assert 0.28 < (plain >= 100).mean() < 0.38  # family balance alone: label 1 weighs 10 of 30
+    balanced = keys(1.0)
+    assert 0.47 < (balanced >= 100).mean() < 0.53  # each label half of the draws
+    label0 = balanced[balanced < 100]
+    assert 0.47 < (label0 < 90).mean() < 0.53  # within label 0, A's 9 fonts still weigh as B's one
+    with pytest.raises(ValueError, match="label"):
+        FamilyBalancedSampler(families, fonts, 1.0, beta=1.0)
+
+
 def test_family_balance_repeats_get_their_own_keys_and_epochs_differ():
     families = ["A"] * 90 + ["B"] * 10
     fonts = [f"a{i % 9}" for i in range(90)] + ["b"] * 10

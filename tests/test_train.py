@@ -163,6 +163,7 @@ def _same_but_time(a: list[dict], b: list[dict]) -> bool:
     (["--contrastive-grouping", "hybrid"], lambda r, ref: r[0]["supcon"] != ref[0]["supcon"]),
     (["--classes-per-batch", "4"], lambda r, ref: r[0]["loss"] != ref[0]["loss"]),
     (["--family-balance", "1"], lambda r, ref: r[0]["loss"] != ref[0]["loss"]),
+    (["--label-balance", "1"], lambda r, ref: r[0]["loss"] != ref[0]["loss"]),
     (["--fit", "tight+em"], lambda r, ref: r[0]["loss"] != ref[0]["loss"]),
     (["--no-augment"], lambda r, ref: r[0]["loss"] != ref[0]["loss"]),
     (["--augment-strength", "0.5"], lambda r, ref: r[0]["loss"] != ref[0]["loss"]),
@@ -286,3 +287,20 @@ def test_class_balanced_batches_under_one_global_batch_on_two_processes_are_refu
                         "--batch-size", str(batch))]
     res = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
     _refused(res, workdir / "balanced_too_big", rows, 2 * batch)
+
+
+def test_compiled_run_exports_plain_weights_and_resumes(workdir: Path, tmp_path: Path) -> None:
+    """--compile wraps the model in torch.compile; the export must still hold the plain module's weights (no
+    `_orig_mod.` keys) for inference, and a compiled run resumes from its own checkpoint."""
+    from safetensors.torch import load_file
+
+    from glyph_train.inference.predictor import Predictor
+
+    res = train(workdir, "compiled", "--wandb-mode", "disabled", "--compile", "--epochs", "1")
+    assert "torch.compile inductor" in res.stdout + res.stderr
+    export = workdir / "compiled" / "export"
+    keys = [k for f in export.glob("*.safetensors") for k in load_file(f)]
+    assert keys and not [k for k in keys if "_orig_mod" in k]
+    assert Predictor(export).predict(__import__("numpy").zeros((2, 32, 32), "uint8")).probs.shape[0] == 2
+    res = train(workdir, "compiled", "--wandb-mode", "disabled", "--compile", "--epochs", "2", "--resume", "auto")
+    assert "resumed at epoch 1" in res.stdout + res.stderr

@@ -97,7 +97,7 @@ class Checkpointer:
             self.accelerator.load_state(str(path))
         except (RuntimeError, ValueError, KeyError, OSError, EOFError, pickle.UnpicklingError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise GlyphTrainError(f"cannot resume from {path} ({first}); was it saved with another --model or "
+            raise GlyphTrainError(f"cannot resume from {path} ({first}); was it saved with another --model, --compile or "
                                   f"other data? Resume with the run's own settings") from None
 
     def latest(self) -> Path | None:

@@ -62,6 +62,9 @@ class TrainConfig:
     dropout: float = _flag(0.1, "dropout inside the embedding head")
     arcface_margin: float = _flag(0.0, "additive angular margin (radians) on the classifier; 0 = plain softmax")
     arcface_scale: float = _flag(30.0, "logit scale used with --arcface-margin")
+    compile: bool = _flag(False, "torch.compile the model (inductor): 1.35x LeViT-128S at 64 px bf16 on AMX, after "
+                                 "~90 s of compiling; slower at 128 px (BENCHMARKS.md section 11b). A launch config's "
+                                 "dynamo_backend also turns it on")
     # optimisation
     epochs: int = _flag(10, "training epochs")
     batch_size: int = _flag(64, "batch size per process")
@@ -85,6 +88,8 @@ class TrainConfig:
     classes_per_batch: int = _flag(0, "class-balanced batches: k classes x (batch_size // k) samples; 0 = shuffle")
     family_balance: float = _flag(0.0, "draw training glyphs with replacement, each weighted by (fonts in its "
                                        "family)^-A: 1 = every family weighs as one font; 0 = plain shuffle")
+    label_balance: float = _flag(0.0, "also divide each glyph's draw weight by its label's total weight^B: 1 = "
+                                      "every label drawn equally often (Arabic forms as often as Latin letters)")
     max_steps: int = _flag(0, "stop after this many optimizer steps (0 = run all epochs); for smoke runs")
     # evaluation
     retrieval_every: int = _flag(1, "evaluate every N epochs (and always at the end)")
@@ -123,10 +128,12 @@ class TrainConfig:
             raise GlyphTrainError("--overwrite starts a fresh run and --resume continues one: give only one")
         if self.augment_strength < 0 or self.augment_width < 0:
             raise GlyphTrainError("--augment-strength and --augment-width must be >= 0")
-        if self.family_balance < 0:
-            raise GlyphTrainError(f"--family-balance must be >= 0, got {self.family_balance}")
-        if self.family_balance and self.classes_per_batch:
-            raise GlyphTrainError("--family-balance and --classes-per-batch each choose the batches: give only one")
+        if self.family_balance < 0 or self.label_balance < 0:
+            raise GlyphTrainError(f"--family-balance and --label-balance must be >= 0, got {self.family_balance}, "
+                                  f"{self.label_balance}")
+        if (self.family_balance or self.label_balance) and self.classes_per_batch:
+            raise GlyphTrainError("--family-balance/--label-balance and --classes-per-batch each choose the "
+                                  "batches: give only one")
         if self.classes_per_batch and self.batch_size % self.classes_per_batch:
             raise GlyphTrainError(
                 f"--batch-size {self.batch_size} is not a multiple of --classes-per-batch {self.classes_per_batch}")

@@ -137,8 +137,9 @@ def make_loaders(cfg: TrainConfig, data: TrainingData) -> tuple[DataLoader, Data
         sampler = ClassBalancedBatchSampler(data.train.groups, cfg.classes_per_batch,
                                             cfg.batch_size // cfg.classes_per_batch, seed=cfg.seed)
         train = DataLoader(data.train, batch_sampler=sampler, **common)
-    elif cfg.family_balance:
-        sampler = FamilyBalancedSampler(data.train_families, data.train_fonts, cfg.family_balance, seed=cfg.seed)
+    elif cfg.family_balance or cfg.label_balance:
+        sampler = FamilyBalancedSampler(data.train_families, data.train_fonts, cfg.family_balance, seed=cfg.seed,
+                                        labels=data.train.labels, beta=cfg.label_balance)
         train = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, **common)
     else:
         train = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=True,

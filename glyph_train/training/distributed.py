@@ -22,10 +22,12 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 from glyph_train.errors import GlyphTrainError
 
 
-def make_accelerator(mixed_precision: str, grad_accum: int, out_dir: str, log_with: str | None) -> Accelerator:
+def make_accelerator(mixed_precision: str, grad_accum: int, out_dir: str, log_with: str | None,
+                     compile: bool = False) -> Accelerator:
     return Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=mixed_precision,
+        dynamo_backend="inductor" if compile else None,  # None: the launch config's dynamo_backend, if any
         gradient_accumulation_steps=grad_accum,
         log_with=log_with,
         project_config=ProjectConfiguration(project_dir=out_dir, logging_dir=out_dir),

@@ -91,20 +91,30 @@ class FamilyBalancedSampler(Sampler[int]):
     the number of fonts of glyph i's family: alpha 1 gives every family the weight of one font, so a family
     shipped in nine weights no longer counts nine times as much as a one-weight display face.
 
+    With `labels` and beta > 0, glyph i's weight is also divided by L^beta, L the summed weight of its
+    label: beta 1 draws every label equally often (an Arabic positional form, drawn by a few dozen families,
+    as often as a Latin letter drawn by every family), still spread over its families as alpha says.
+
     The draws are a function of (seed, epoch), so every rank draws the same stream and Accelerate's batch
     sharding gives each rank its own share of it. A glyph drawn k times before in the epoch is yielded as
     `i + k * n` (n = dataset size): the dataset reads row `key % n` and seeds the augmentation with the key,
     so repeats are augmented differently. Call `set_epoch(epoch)` before each epoch.
     """
 
-    def __init__(self, families: Sequence, fonts: Sequence, alpha: float, seed: int = 0):
-        if alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha}")
+    def __init__(self, families: Sequence, fonts: Sequence, alpha: float, seed: int = 0,
+                 labels: Sequence | None = None, beta: float = 0.0):
+        if alpha < 0 or beta < 0:
+            raise ValueError(f"alpha and beta must be >= 0, got {alpha}, {beta}")
         families, fonts = np.asarray(families, dtype=object), np.asarray(fonts, dtype=object)
         fonts_per_family = {}
         for family, font in set(zip(families.tolist(), fonts.tolist())):
             fonts_per_family[family] = fonts_per_family.get(family, 0) + 1
         weights = np.array([fonts_per_family[f] for f in families.tolist()], dtype=np.float64) ** -alpha
+        if beta:
+            if labels is None or len(labels) != len(weights):
+                raise ValueError("beta > 0 needs one label per glyph")
+            _, label_of = np.unique(np.asarray(labels), return_inverse=True)
+            weights /= np.bincount(label_of, weights=weights)[label_of] ** beta
         self.p = weights / weights.sum()
         self.seed, self.epoch = seed, 0
 
