@@ -62,9 +62,9 @@ class TrainConfig:
     dropout: float = _flag(0.1, "dropout inside the embedding head")
     arcface_margin: float = _flag(0.0, "additive angular margin (radians) on the classifier; 0 = plain softmax")
     arcface_scale: float = _flag(30.0, "logit scale used with --arcface-margin")
-    compile: bool = _flag(False, "torch.compile the model (inductor): 1.35x LeViT-128S at 64 px bf16 on AMX, after "
-                                 "~90 s of compiling; slower at 128 px (BENCHMARKS.md section 11b). A launch config's "
-                                 "dynamo_backend also turns it on")
+    compile: bool = _flag(False, "torch.compile the model (inductor): 1.09x training at 64 px bf16 on a 2-core AMX CPU "
+                                 "after ~90 s of compiling, slower at 128 px (BENCHMARKS.md section 11b); a launch "
+                                 "config's dynamo_backend also turns it on")
     # optimisation
     epochs: int = _flag(10, "training epochs")
     batch_size: int = _flag(64, "batch size per process")
