@@ -206,6 +206,27 @@ def test_ctrl_c_during_parallel_prepare_stops_with_130_and_no_temp_dir(db, tmp_p
     assert not out.exists()
 
 
+def test_a_pool_worker_answers_with_one_atomic_pipe_write_however_big_its_shard(tmp_path, monkeypatch):
+    """Why the Ctrl-C test above hung now and then: a worker killed while writing its multi-MB result into
+    the pool's pipe left half a message, and the pool's result thread waited for the rest forever. Workers
+    now write the shard to a file and answer with its path: one write of at most PIPE_BUF bytes, which the
+    kernel never splits."""
+    import pickle
+    import select
+
+    import numpy as np
+
+    from glyph_train.cache import prepare as prepare_mod
+
+    big = (np.ones((200, 192, 192), np.uint8), {"label": list(range(200))}, "report")  # 7 MB, as at --img-size 192
+    monkeypatch.setattr(prepare_mod, "_render_shard", lambda task: big)
+    path = prepare_mod._render_shard_to_file(("db", {}, [], str(tmp_path / "train-000000.pkl")))
+    assert len(pickle.dumps(path, protocol=pickle.HIGHEST_PROTOCOL)) + 4 <= select.PIPE_BUF  # + the length header
+    images, cols, report = prepare_mod._load_shard(path)
+    assert np.array_equal(images, big[0]) and cols == big[1] and report == "report"
+    assert not list(tmp_path.iterdir())  # read once, then gone
+
+
 # ------------------------------------------------------------------------------ two build-db processes
 
 

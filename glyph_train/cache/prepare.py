@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import signal
 import time
@@ -286,6 +287,24 @@ def _render_shard(task: tuple[str, dict, list[tuple]]) -> tuple[np.ndarray, dict
     return done.images, cols, done.report
 
 
+def _render_shard_to_file(task: tuple[str, dict, list[tuple], str]) -> str:
+    """Pool worker: render a shard into a file of the stage and send back only its path. Ctrl-C terminates
+    the pool; a worker killed while writing a multi-MB result into the pool's pipe left half a message, and
+    the pool's result thread then waited for the rest forever (prepare hung in about 1 of 15 interrupts).
+    A path is one pipe write of under PIPE_BUF bytes, which the kernel never splits."""
+    *shard_task, path = task
+    with open(path, "wb") as f:
+        pickle.dump(_render_shard(tuple(shard_task)), f, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def _load_shard(path: str) -> tuple[np.ndarray, dict[str, list], RenderReport]:
+    with open(path, "rb") as f:
+        result = pickle.load(f)
+    os.unlink(path)
+    return result
+
+
 def _ignore_sigint() -> None:
     """Pool initializer: Ctrl-C reaches the whole process group, but only the parent may act on it (it
     terminates the pool); a worker dying of KeyboardInterrupt mid-task can leave the pool's queue locked,
@@ -333,7 +352,11 @@ def _render_splits(db: Path, glyphs: Sequence[GlyphMeta], parts: SplitResult, in
                 continue
             path = stage / f"{name}.arrow"
             writer = ArrowWriter(features=features, path=str(path))
-            results = pool.imap(_render_shard, split_tasks) if pool else map(_render_shard, split_tasks)
+            if pool:
+                files = [(*t, str(stage / f"{name}-{i:06d}.pkl")) for i, t in enumerate(split_tasks)]
+                results = map(_load_shard, pool.imap(_render_shard_to_file, files))
+            else:
+                results = map(_render_shard, split_tasks)
             with tqdm(total=total, unit=" glyphs", desc=f"render {name}", smoothing=0.1) as bar:
                 for images, cols, shard in results:
                     report.merge(shard)
