@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from glyph_train.training.samplers import ClassBalancedBatchSampler, FamilyBalancedSampler
+from glyph_train.training.samplers import ClassBalancedBatchSampler, BalancedSampler
 
 
 def uneven_labels(seed=0, num_classes=30, n=600):
@@ -97,13 +97,13 @@ def test_family_balance_gives_each_family_the_weight_of_one_font():
     # family A ships 9 fonts of 10 glyphs, family B one font of 10: unweighted, A would be 90% of the draws
     families = ["A"] * 90 + ["B"] * 10
     fonts = [f"a{i % 9}" for i in range(90)] + ["b"] * 10
-    sampler = FamilyBalancedSampler(families, fonts, alpha=1.0, seed=1)
+    sampler = BalancedSampler(families, fonts, alpha=1.0, seed=1)
     rows = np.concatenate([sampler.keys(epoch) for epoch in range(200)]) % 100
     assert len(sampler) == 100
     assert 0.47 < (rows < 90).mean() < 0.53  # A's 9 fonts together weigh as much as B's one
-    half = np.concatenate([FamilyBalancedSampler(families, fonts, 0.5).keys(e) for e in range(200)]) % 100
+    half = np.concatenate([BalancedSampler(families, fonts, 0.5).keys(e) for e in range(200)]) % 100
     assert 0.70 < (half < 90).mean() < 0.80  # 9 fonts count as sqrt(9) = 3: 3/4 of the draws
-    assert (np.concatenate([FamilyBalancedSampler(families, fonts, 0.0).keys(e) for e in range(50)]) % 100 < 90).mean() > 0.85
+    assert (np.concatenate([BalancedSampler(families, fonts, 0.0).keys(e) for e in range(50)]) % 100 < 90).mean() > 0.85
 
 
 def test_label_balance_draws_every_label_equally_often_and_keeps_the_family_balance_within_it():
@@ -111,7 +111,7 @@ def test_label_balance_draws_every_label_equally_often_and_keeps_the_family_bala
     families = ["A"] * 90 + ["B"] * 10 + ["B"] * 10
     fonts = [f"a{i % 9}" for i in range(90)] + ["b"] * 20
     labels = [0] * 100 + [1] * 10
-    keys = lambda beta: np.concatenate([FamilyBalancedSampler(  # noqa: E731
+    keys = lambda beta: np.concatenate([BalancedSampler(  # noqa: E731
         families, fonts, 1.0, seed=1, labels=labels, beta=beta).keys(e) for e in range(200)]) % 110
     plain = keys(0.0)
     assert 0.28 < (plain >= 100).mean() < 0.38  # family balance alone: label 1 weighs 10 of 30
@@ -120,13 +120,13 @@ def test_label_balance_draws_every_label_equally_often_and_keeps_the_family_bala
     label0 = balanced[balanced < 100]
     assert 0.47 < (label0 < 90).mean() < 0.53  # within label 0, A's 9 fonts still weigh as B's one
     with pytest.raises(ValueError, match="label"):
-        FamilyBalancedSampler(families, fonts, 1.0, beta=1.0)
+        BalancedSampler(families, fonts, 1.0, beta=1.0)
 
 
 def test_family_balance_repeats_get_their_own_keys_and_epochs_differ():
     families = ["A"] * 90 + ["B"] * 10
     fonts = [f"a{i % 9}" for i in range(90)] + ["b"] * 10
-    sampler = FamilyBalancedSampler(families, fonts, alpha=1.0, seed=1)
+    sampler = BalancedSampler(families, fonts, alpha=1.0, seed=1)
     keys = sampler.keys(3)
     assert len(set(keys.tolist())) == len(keys)  # a row drawn k times comes as row, row + n, row + 2n ...
     assert (keys >= 100).any()
@@ -136,4 +136,4 @@ def test_family_balance_repeats_get_their_own_keys_and_epochs_differ():
     sampler.set_epoch(3)
     assert list(sampler) == keys.tolist()
     assert not np.array_equal(sampler.keys(3), sampler.keys(4))
-    assert np.array_equal(FamilyBalancedSampler(families, fonts, 1.0, seed=1).keys(3), keys)  # any process, same stream
+    assert np.array_equal(BalancedSampler(families, fonts, 1.0, seed=1).keys(3), keys)  # any process, same stream

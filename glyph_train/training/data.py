@@ -24,15 +24,15 @@ from glyph_train.errors import GlyphTrainError
 from glyph_train.outputs import default_cache_dir
 from glyph_train.training.augment import AugmentParams, augment
 from glyph_train.training.config import TrainConfig
-from glyph_train.training.samplers import ClassBalancedBatchSampler, FamilyBalancedSampler
+from glyph_train.training.samplers import BalancedSampler, ClassBalancedBatchSampler
 
-EpochSampler = ClassBalancedBatchSampler | FamilyBalancedSampler
+EpochSampler = ClassBalancedBatchSampler | BalancedSampler
 
 
 class GlyphImages(Dataset):
     """One split of the cache. Items: image (1,S,S) float in [0,1], label, contrastive group, and the key
     the sampler asked for as "index": the row, or row + k·len for a weighted sampler's k-th repeat of it
-    (FamilyBalancedSampler), which seeds its own augmentation."""
+    (BalancedSampler), which seeds its own augmentation."""
 
     def __init__(self, split, groups: np.ndarray, seed: int, augment_params: AugmentParams | None) -> None:
         self.images = images_view(split)
@@ -138,7 +138,7 @@ def make_loaders(cfg: TrainConfig, data: TrainingData) -> tuple[DataLoader, Data
                                             cfg.batch_size // cfg.classes_per_batch, seed=cfg.seed)
         train = DataLoader(data.train, batch_sampler=sampler, **common)
     elif cfg.family_balance or cfg.label_balance:
-        sampler = FamilyBalancedSampler(data.train_families, data.train_fonts, cfg.family_balance, seed=cfg.seed,
+        sampler = BalancedSampler(data.train_families, data.train_fonts, cfg.family_balance, seed=cfg.seed,
                                         labels=data.train.labels, beta=cfg.label_balance)
         train = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, **common)
     else:

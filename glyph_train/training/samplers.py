@@ -86,7 +86,7 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
         yield from self.global_batches(self.epoch)[self.rank :: self.num_replicas]
 
 
-class FamilyBalancedSampler(Sampler[int]):
+class BalancedSampler(Sampler[int]):
     """Per epoch, `len(families)` draws with replacement, glyph i with probability ∝ F_i^-alpha, where F_i is
     the number of fonts of glyph i's family: alpha 1 gives every family the weight of one font, so a family
     shipped in nine weights no longer counts nine times as much as a one-weight display face.
