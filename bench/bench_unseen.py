@@ -110,8 +110,9 @@ def full_labels(db: Path, held: dict[str, str | None], keys: dict[str, str]) -> 
     return sorted(label for label, fams in families.items() if len(fams) >= FULL_MIN_FAMILIES)
 
 
-def write_subset(src: Path, dst: Path, fonts: list[str], labels: list[str]) -> None:
-    """A glyphs.db holding only these fonts' rows of these labels (the source is attached read-only)."""
+def write_subset(src: Path, dst: Path, fonts: list[str], labels: list[str] | None) -> None:
+    """A glyphs.db holding only these fonts' rows of these labels (all labels: None; the source is attached
+    read-only)."""
     tmp = dst.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
     conn = sqlite3.connect(tmp)
@@ -124,10 +125,10 @@ def write_subset(src: Path, dst: Path, fonts: list[str], labels: list[str]) -> N
         conn.execute("CREATE TEMP TABLE keep_fonts (h TEXT PRIMARY KEY)")
         conn.execute("CREATE TEMP TABLE keep_labels (l TEXT PRIMARY KEY)")
         conn.executemany("INSERT INTO keep_fonts VALUES (?)", ((h,) for h in fonts))
-        conn.executemany("INSERT INTO keep_labels VALUES (?)", ((lab,) for lab in labels))
+        conn.executemany("INSERT INTO keep_labels VALUES (?)", ((lab,) for lab in labels or ()))
         conn.execute("INSERT INTO main.fonts SELECT * FROM src.fonts WHERE file_hash IN (SELECT h FROM keep_fonts)")
-        conn.execute("INSERT INTO main.glyphs SELECT * FROM src.glyphs WHERE f_id IN (SELECT h FROM keep_fonts) "
-                     "AND label IN (SELECT l FROM keep_labels)")
+        conn.execute("INSERT INTO main.glyphs SELECT * FROM src.glyphs WHERE f_id IN (SELECT h FROM keep_fonts)"
+                     + (" AND label IN (SELECT l FROM keep_labels)" if labels is not None else ""))
         conn.commit()
     finally:
         conn.close()
@@ -140,9 +141,11 @@ def run_set(name: str, labels: list[str], src: Path, out: Path, held: dict[str, 
     work.mkdir(parents=True, exist_ok=True)
     labels_file = work / "labels.txt"
     labels_file.write_text("\n".join(labels) + "\n")
-    train_db, heldout_db = work / "train.db", work / "heldout.db"
+    # --others-per-label trains on glyphs of every label (as one other class): its training DB keeps them all
+    others = any(a.startswith("--others-per-label") for a in recipe)
+    train_db, heldout_db = work / ("train_all.db" if others else "train.db"), work / "heldout.db"
     if not (train_db.exists() and heldout_db.exists()):
-        write_subset(src, train_db, [h for h, f in held.items() if f is None], labels)
+        write_subset(src, train_db, [h for h, f in held.items() if f is None], None if others else labels)
         write_subset(src, heldout_db, [h for h, f in held.items() if f is not None], labels)
     run_dir = work / "run"
     tic = time.perf_counter()

@@ -29,7 +29,7 @@ from glyph_train.outputs import check_output_dir, check_outputs, existing_file
 from glyph_train.training import config as config_mod
 from glyph_train.training.checkpoint import Checkpointer, TrainState, claim_run_dir
 from glyph_train.training.config import TrainConfig
-from glyph_train.training.data import check_one_global_batch, load_training_data, make_loaders
+from glyph_train.training.data import check_one_global_batch, load_training_data, make_loaders, other_class_prior
 from glyph_train.training.distributed import (check_same_flags, check_world_size, make_accelerator,
                                               resolve_mixed_precision)
 from glyph_train.training.losses import distributed_supcon_loss
@@ -61,6 +61,7 @@ def train(cfg: TrainConfig) -> dict:
     cfg.img_size, cfg.fit = data.render["img_size"], data.render["fit"]  # with --data the cache decides
     check_one_global_batch(cfg.batch_size, len(data.train), accelerator.num_processes)
     train_loader, val_loader, epoch_sampler = make_loaders(cfg, data)
+    other, other_ratio = other_class_prior(data, epoch_sampler)  # out of the metrics, balanced in the export
     model = GlyphModel(cfg.model, num_classes=len(data.label_names), embedding_dim=cfg.embedding_dim,
                        img_size=cfg.img_size, arcface_margin=cfg.arcface_margin, arcface_scale=cfg.arcface_scale,
                        dropout=cfg.dropout, in_chans=data.train.channels)
@@ -122,18 +123,20 @@ def train(cfg: TrainConfig) -> dict:
         finished = epoch + 1 == cfg.epochs or bool(cfg.max_steps and state.step >= cfg.max_steps)
         if (epoch + 1) % cfg.retrieval_every == 0 or finished:
             metrics, examples = evaluate_model(model, val_loader, data.val_char_classes, accelerator, cfg.seed,
-                                               fonts=data.val_fonts, images=data.validation.images)
+                                               fonts=data.val_fonts, images=data.validation.images,
+                                               other=other, other_ratio=other_ratio)
             log.log({"epoch": epoch, "train_img_per_s": train_rate, "val": metrics}, step=state.step)
             log_retrieval_examples(log, examples, data.validation, data.label_names, state.step)
             ckpt.update_best(metrics.get(cfg.best_metric), lambda d: save_export(
-                d, bare_model(accelerator, model), data.label_names, cfg.to_dict(), metrics.get("temperature")))
+                d, bare_model(accelerator, model), data.label_names, cfg.to_dict(), metrics.get("temperature"),
+                other_ratio))
         ckpt.save()
         if finished:
             break
 
     if accelerator.is_main_process:
         save_export(out_dir / "export", bare_model(accelerator, model), data.label_names, cfg.to_dict(),
-                    metrics.get("temperature"))
+                    metrics.get("temperature"), other_ratio)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     accelerator.print(summary_line(metrics))

@@ -30,7 +30,7 @@ class LinearEmbedder(nn.Module):
         return {"embedding": F.normalize(self.proj(x), dim=-1)}
 
 
-SCENARIOS = ("linear", "glyph")
+SCENARIOS = ("linear", "glyph", "other")
 
 
 def make_case(scenario: str):
@@ -38,6 +38,9 @@ def make_case(scenario: str):
     torch.manual_seed(0)
     if scenario == "linear":  # unequal slices; label 9 occurs once (an anchor without positives)
         labels = torch.tensor([0, 1, 2, 0, 3, 1, 2, 3, 0, 1, 9, 2, 3, 0, 1, 2])
+        return LinearEmbedder(), torch.randn(16, 10), labels, [5, 11], 0.0
+    if scenario == "other":  # label -1 (the other class) on both ranks: only ever a negative, never an anchor
+        labels = torch.tensor([0, -1, 2, 0, -1, 1, 2, -1, 0, 1, -1, 2, 3, 0, 1, 3])
         return LinearEmbedder(), torch.randn(16, 10), labels, [5, 11], 0.0
     if scenario == "glyph":  # the real model with CE + SupCon; equal slices, as the trainer's loaders give
         from glyph_train.model.network import GlyphModel

@@ -11,8 +11,8 @@ import pytest
 
 from dbfactory import write_db, write_db_without, write_empty_db
 from glyph_train.cache.splits import split_glyphs
-from glyph_train.corpus.db import (GlyphFilter, add_filter_arguments, fetch_contours, filter_from_args, iter_contours,
-                                   open_readonly, select_glyphs)
+from glyph_train.corpus.db import (OTHER_LABEL, GlyphFilter, add_filter_arguments, fetch_contours, filter_from_args,
+                                   iter_contours, open_readonly, select_glyphs)
 from glyph_train.corpus.font_rows import family_from_file_name
 from glyph_train.errors import GlyphTrainError
 
@@ -133,6 +133,40 @@ def test_content_filters(dirty_db, tmp_path):
     assert flt.labels == ("65_isol", "1576_init") and flt.char_classes == ("latin", "arabic") and flt.min_count == 2
     with pytest.raises(GlyphTrainError, match="not found"):
         filter_from_args(parser.parse_args(["--labels", str(tmp_path / "nope.txt")]))
+
+
+def test_others_per_label_keeps_a_seeded_sample_of_each_other_label_as_one_class_but_no_homoglyphs(tmp_path):
+    """--others-per-label N: rows outside --labels become OTHER_LABEL, at most N per label, chosen by the
+    seed; a label drawn with a kept label's very outline (a Cyrillic а that is the font's a) stays out,
+    since as OTHER_LABEL it would teach that an a is not an a."""
+    path = tmp_path / "glyphs.db"
+    info = write_db(path)
+    conn = sqlite3.connect(path)
+    # Cyrillic small a (U+0430) drawn with each font's own Latin a: a homoglyph of a kept label
+    rows = conn.execute("SELECT f_id, contours FROM glyphs WHERE label = '97_isol'").fetchall()
+    conn.executemany("INSERT INTO glyphs VALUES (?, ?, '1072_isol', ?, 'NO_JOIN', 'cyrillic')",
+                     [(10_000_000 + k, f, c) for k, (f, c) in enumerate(rows)])
+    conn.commit()
+    conn.close()
+    wanted = ("97_isol", "98_isol", "1576_init")
+    plain = select_glyphs(path, GlyphFilter(labels=wanted))
+    sel = select_glyphs(path, GlyphFilter(labels=wanted, others_per_label=2, seed=1))
+    others = [g for g in sel.glyphs if g.label == OTHER_LABEL]
+    assert [g for g in sel.glyphs if g.label != OTHER_LABEL] == plain.glyphs
+    assert [g.glyph_id for g in sel.glyphs] == sorted(g.glyph_id for g in sel.glyphs)
+    other_labels = info.labels - set(wanted)
+    assert len(others) == 2 * len(other_labels) == sel.stats.others == sel.label_counts[OTHER_LABEL]
+    assert sel.stats.other_labels == len(other_labels) and sel.stats.homoglyph_labels == 1
+    assert sel.stats.label_filtered == plain.stats.label_filtered - len(others)
+    assert "kept as <other> (1 homoglyph label(s) left out)" in sel.stats.summary()
+    # who they were: every other label twice, the homoglyph never
+    source = dict(sqlite3.connect(path).execute("SELECT glyph_id, label FROM glyphs").fetchall())
+    assert Counter(source[g.glyph_id] for g in others) == {lab: 2 for lab in other_labels}
+    again = select_glyphs(path, GlyphFilter(labels=wanted, others_per_label=2, seed=1))
+    reseeded = select_glyphs(path, GlyphFilter(labels=wanted, others_per_label=2, seed=2))
+    assert again.glyphs == sel.glyphs and reseeded.glyphs != sel.glyphs
+    with pytest.raises(GlyphTrainError, match="--others-per-label needs --labels"):
+        GlyphFilter(others_per_label=2)
 
 
 def test_limit_is_a_deterministic_seeded_sample(dirty_db):

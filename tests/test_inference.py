@@ -67,6 +67,31 @@ def test_export_stores_a_fitted_temperature_and_old_exports_read_as_one(work):
     assert fit_temperature(4.0 * true_logits, drawn) == pytest.approx(4.0, rel=0.1)
 
 
+def test_the_other_class_probability_is_divided_by_its_training_prior(work, tmp_path):
+    """An export with an other class (--others-per-label) and other_prior_ratio r: the Predictor's P(other)
+    is the model's divided by r, rows renormalised, every other ratio between labels unchanged."""
+    import shutil
+
+    from glyph_train.inference.predictor import Predictor
+
+    export = tmp_path / "export"
+    shutil.copytree(work["export"], export)
+    names = json.loads((export / "labels.json").read_text())
+    plain = Predictor(export)
+    size = plain.params.img_size
+    images = np.random.default_rng(0).integers(0, 256, (6, size, size) if plain.params.channels == 1
+                                               else (6, plain.params.channels, size, size), dtype=np.uint8)
+    before = plain.predict(images).probs
+    names[-1] = "<other>"  # the last class plays the other class
+    (export / "labels.json").write_text(json.dumps(names))
+    config = json.loads((export / "config.json").read_text())
+    (export / "config.json").write_text(json.dumps({**config, "other_prior_ratio": 40.0}))
+    after = Predictor(export).predict(images).probs
+    expected = before.copy()
+    expected[:, -1] /= 40.0
+    np.testing.assert_allclose(after, expected / expected.sum(axis=1, keepdims=True), rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------- embed
 
 
@@ -312,6 +337,22 @@ def test_joint_assignment_gives_each_label_one_glyph():
     np.testing.assert_array_equal(assign_labels(probs, 0.3), [0, 1, 2])
     np.testing.assert_array_equal(assign_labels(probs, 0.5), [0, -1, -1])
     assert assign_labels(np.zeros((0, 3)), 0.5).shape == (0,)
+
+
+def test_a_glyph_likelier_other_than_any_label_stays_unknown_and_the_other_class_is_never_assigned():
+    """Column 2 is the export's other class (--others-per-label). Glyph 1 (say uni0752.fina, beh with three
+    dots) looks more like label 0 than glyph 0 (beh.fina) does, but is likelier none of the labels: with
+    the other class it stays unknown and glyph 0 keeps label 0; without it, glyph 1 takes label 0. No glyph
+    ever gets the other column, whatever the threshold."""
+    from glyph_train.inference.label_font import assign_labels
+
+    probs = np.array([[0.40, 0.25, 0.35],
+                      [0.45, 0.00, 0.55],
+                      [0.10, 0.10, 0.80],
+                      [0.05, 0.90, 0.05]])
+    np.testing.assert_array_equal(assign_labels(probs, 0.3, other=2), [0, -1, -1, 1])
+    np.testing.assert_array_equal(assign_labels(probs, 0.0, other=2), [0, -1, -1, 1])
+    np.testing.assert_array_equal(assign_labels(probs, 0.3), [-1, 0, 2, 1])  # column 2 as a label
 
 
 def test_identical_drawings_share_a_label_the_assignment_gave_one_of_them():

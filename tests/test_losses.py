@@ -51,6 +51,17 @@ def test_supcon_is_finite_and_keeps_graph_without_positives():
     assert torch.isfinite(big.grad).all()
 
 
+def test_negative_labels_are_negatives_only_as_if_each_were_its_own_label():
+    """The other class (--others-per-label) reaches SupCon as -1: many characters, so no two of its items
+    are positives; they stay in every other anchor's denominator."""
+    z, y = _random_batch(5)
+    y[::5] = -1
+    unique = y.clone()
+    unique[y < 0] = 100 + torch.arange(int((y < 0).sum()))
+    assert supcon_loss(z, y, 0.1).item() == pytest.approx(supcon_loss(z, unique, 0.1).item(), rel=1e-6)
+    assert supcon_loss(z, y, 0.1).item() != pytest.approx(supcon_loss(z, y.abs(), 0.1).item(), rel=1e-3)
+
+
 def test_single_process_is_identity():
     t = torch.randn(3, 2, requires_grad=True)
     assert all_gather_with_grad(t) is t
@@ -80,10 +91,11 @@ def _rel_err(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
 
 
-@pytest.mark.parametrize("scenario", ["linear", "glyph"])
+@pytest.mark.parametrize("scenario", ["linear", "glyph", "other"])
 def test_two_gloo_processes_equal_one_process(scenario, gloo_runs):
     """2 DDP processes × half batch == 1 process × whole batch: SupCon value and parameter gradients.
-    linear: Linear→normalise, unequal halves (5 + 11), SupCon only; glyph: GlyphModel(test_vit), CE + SupCon."""
+    linear: Linear→normalise, unequal halves (5 + 11), SupCon only; glyph: GlyphModel(test_vit), CE + SupCon;
+    other: as linear with label -1 (the other class) on both ranks."""
     ref = gloo_runs["reference"][scenario]
     assert ref["grads"]
     for rank in ("rank0", "rank1"):

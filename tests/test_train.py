@@ -304,3 +304,26 @@ def test_compiled_run_exports_plain_weights_and_resumes(workdir: Path, tmp_path:
     assert Predictor(export).predict(__import__("numpy").zeros((2, 32, 32), "uint8")).probs.shape[0] == 2
     res = train(workdir, "compiled", "--wandb-mode", "disabled", "--compile", "--epochs", "2", "--resume", "auto")
     assert "resumed at epoch 1" in res.stdout + res.stderr
+
+
+def test_others_per_label_trains_one_other_class_and_keeps_it_out_of_the_metrics(workdir: Path) -> None:
+    """--labels L --others-per-label 2: every other label of the DB sends two glyphs to one extra class
+    `<other>`; the export knows it; validation scores the same labelled rows as a run without it (the other
+    rows count as unknown labels: no top-k, no retrieval query) instead of treating `<other>` as a letter."""
+    from glyph_train.model.export import load_export
+
+    labels = "65_isol,66_isol,97_isol,98_isol,48_isol,1576_init,1576_fina,1604_medi"
+    base = ["--wandb-mode", "disabled", "--labels", labels, "--epochs", "1", "--save-every", "0"]
+    train(workdir, "only_labels", *base)
+    train(workdir, "with_others", *base, "--others-per-label", "2")
+    _, names, config = load_export(workdir / "with_others" / "export")
+    assert "<other>" in names and sorted(set(names) - {"<other>"}) == sorted(labels.split(","))
+    # the prior label-font divides P(other) by: other rows over the mean rows of a label (no sampler here)
+    [cache] = [json.loads(p.read_text())["labels"] for p in (workdir / "cache").glob("*/labels.json")
+               if "<other>" in p.read_text()]
+    train_rows = {e["name"]: e["train"] for e in cache}
+    mean_label = (sum(train_rows.values()) - train_rows["<other>"]) / (len(train_rows) - 1)
+    assert config["other_prior_ratio"] == pytest.approx(train_rows["<other>"] / mean_label)
+    plain, others = final_metrics(workdir / "only_labels"), final_metrics(workdir / "with_others")
+    assert plain["num_unknown_labels"] == 0 < others["num_unknown_labels"]
+    assert others["num_queries"] == plain["num_queries"] > 0

@@ -6,7 +6,8 @@ never written. Selection reads metadata only; contours are fetched later in chun
 Filter order (each step counts what it removes, see `SelectionStats`):
   1. validity: rows whose font row is missing, fonts with `excluded = 1`, NULL labels, and NULL /
      invalid JSON / empty contours (checked in SQL with json_valid, cheap and without Python parsing);
-  2. content filters: --char-classes, --labels, --exclude-shaped;
+  2. content filters: --char-classes, --labels, --exclude-shaped; with --others-per-label N, up to N rows of
+     every label outside --labels stay as the one extra class OTHER_LABEL (see `_others`);
   3. --limit N: a deterministic sample, the N rows with the smallest keyed hash of (seed, glyph_id);
   4. --min-label-count / --drop-singletons: labels with too few rows in what is left are dropped.
 So --limit samples first and the count threshold then applies to the data actually used.
@@ -15,6 +16,7 @@ So --limit samples first and the count threshold then applies to the data actual
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import sqlite3
 from collections import Counter
@@ -35,6 +37,14 @@ OPTIONAL_GLYPH = {"joining_group": "NO_JOIN", "char_class": "other"}
 OPTIONAL_FONT = ("family_name", "style_name", "upem", "ascent", "descent", "typo_ascent", "typo_descent",
                  "excluded", "file_name")
 SHAPED_SUFFIX = "_shaped"
+# The class of glyphs drawing none of the --labels (--others-per-label): what teaches a closed label set to
+# say "none of mine". Angle brackets: never a `{code point}_{form}` label.
+OTHER_LABEL = "<other>"
+# A label drawn with the very outline of a kept label (same contours, same font) in more than this share of
+# the fonts that draw it (Cyrillic а for a, Greek Ο for O, Farsi yeh for alef maksura) is a homoglyph: as
+# OTHER_LABEL it would teach that a's drawing is not an a. Measured on the fontpkg + @fontsource corpus, such
+# labels sit at 5-100 %, distinct letters under 5 % (shared placeholder outlines).
+HOMOGLYPH_SHARE = 0.05
 FETCH_CHUNK = 512
 
 
@@ -56,12 +66,20 @@ class GlyphFilter:
                                                       metavar="A,B")
     labels: tuple[str, ...] | None = flag_field(None, "keep only these labels: a comma list or a file, one per line",
                                                 metavar="LIST|FILE")
+    others_per_label: int = flag_field(
+        0, f"with --labels: also keep up to N glyphs of every other label (homoglyphs of kept labels excepted) "
+           f"as one extra class {OTHER_LABEL}, so the model learns what is none of its labels (label-font "
+           f"then leaves such glyphs unknown instead of giving them a look-alike's label); 0 = off", metavar="N")
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise GlyphTrainError(f"--limit must be at least 1, got {self.limit}")
         if self.min_label_count < 1:
             raise GlyphTrainError(f"--min-label-count must be at least 1, got {self.min_label_count}")
+        if self.others_per_label < 0:
+            raise GlyphTrainError(f"--others-per-label must be 0 (off) or more, got {self.others_per_label}")
+        if self.others_per_label and not self.labels:
+            raise GlyphTrainError("--others-per-label needs --labels: the other class is every label outside that list")
 
     @property
     def min_count(self) -> int:
@@ -84,6 +102,11 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
                                   "--limit sample, --min-label-count)")
     for flag in FILTER_FLAGS.values():
         flag.add(g)
+
+
+def other_class(label_names: Sequence[str]) -> int | None:
+    """Index of OTHER_LABEL among a model's labels, None when it has no other class."""
+    return list(label_names).index(OTHER_LABEL) if OTHER_LABEL in label_names else None
 
 
 def parse_label_list(value: str | None) -> tuple[str, ...] | None:
@@ -196,6 +219,9 @@ class SelectionStats:
     char_class_filtered: int = 0
     label_filtered: int = 0
     unknown_labels: int = 0  # --labels entries found nowhere in the DB
+    others: int = 0  # rows kept as OTHER_LABEL (--others-per-label), counted in `selected`
+    other_labels: int = 0  # labels they come from
+    homoglyph_labels: int = 0  # labels left out of OTHER_LABEL as homoglyphs of kept labels
     shaped_filtered: int = 0
     limit_dropped: int = 0
     min_count_dropped: int = 0
@@ -220,6 +246,9 @@ class SelectionStats:
             line += f"; {self.min_count_labels} label(s) under the count threshold"
         if self.unknown_labels:
             line += f"; {self.unknown_labels} requested label(s) not in the DB"
+        if self.others:
+            line += (f"; {self.others:,} glyph(s) of {self.other_labels:,} other label(s) kept as {OTHER_LABEL} "
+                     f"({self.homoglyph_labels} homoglyph label(s) left out)")
         if self.family_from_file_name:
             line += f"; {self.family_from_file_name} font(s) without family_name: family taken from the file name"
         if self.family_from_hash:
@@ -311,7 +340,8 @@ def _select(conn: sqlite3.Connection, path: Path, flt: GlyphFilter, hash_content
     stats.family_from_hash = sum(1 for f in fonts.values() if f[5] == "hash" and not f[3])
     have = table_columns(conn, "glyphs")
     opt = ", ".join(f"COALESCE({c}, '{d}')" if c in have else f"'{d}'" for c, d in OPTIONAL_GLYPH.items())
-    sql = f"SELECT glyph_id, f_id, label, {opt}, {_STATUS_SQL}{', contours' if hash_content else ''} " \
+    read_contours = hash_content or flt.others_per_label > 0  # others compare outlines with the kept ones
+    sql = f"SELECT glyph_id, f_id, label, {opt}, {_STATUS_SQL}{', contours' if read_contours else ''} " \
           f"FROM glyphs ORDER BY glyph_id"
     classes = set(flt.char_classes) if flt.char_classes else None
     wanted = set(flt.labels) if flt.labels else None
@@ -319,6 +349,7 @@ def _select(conn: sqlite3.Connection, path: Path, flt: GlyphFilter, hash_content
     kept: list[GlyphMeta] = []
     digests: dict[int, bytes] = {}
     intern: dict[str, str] = {}  # one str object per distinct label / group / class: 500k rows, few values
+    others: list[tuple[GlyphMeta, bytes]] = []  # candidates for OTHER_LABEL, with their outline digest
 
     for row in conn.execute(sql):
         stats.rows += 1
@@ -345,22 +376,29 @@ def _select(conn: sqlite3.Connection, path: Path, flt: GlyphFilter, hash_content
         if classes is not None and cc not in classes:
             stats.char_class_filtered += 1
             continue
+        label, jg, cc = intern.setdefault(label, label), intern.setdefault(jg, str(jg)), intern.setdefault(cc, str(cc))
+        meta = GlyphMeta(int(gid), font[4], font[0], label, jg, cc, font[2], font[1])
+        shaped = label.endswith(SHAPED_SUFFIX)
         if wanted is not None:
             if label not in wanted:
                 stats.label_filtered += 1
+                if flt.others_per_label and not (flt.exclude_shaped and shaped):
+                    others.append((meta, _digest(row[6])))
                 continue
             seen_wanted.add(label)
-        if flt.exclude_shaped and label.endswith(SHAPED_SUFFIX):
+        if flt.exclude_shaped and shaped:
             stats.shaped_filtered += 1
             continue
-        label, jg, cc = intern.setdefault(label, label), intern.setdefault(jg, str(jg)), intern.setdefault(cc, str(cc))
-        kept.append(GlyphMeta(int(gid), font[4], font[0], label, jg, cc, font[2], font[1]))
-        if hash_content:
-            text = row[6]
-            digests[int(gid)] = hashlib.blake2b(text.encode() if isinstance(text, str) else bytes(text),
-                                                digest_size=16).digest()
+        kept.append(meta)
+        if read_contours:
+            digests[int(gid)] = _digest(row[6])
     if wanted is not None:
         stats.unknown_labels = len(wanted - seen_wanted)
+    if others:
+        chosen = _others(others, {(g.font, digests[g.glyph_id]) for g in kept}, flt, stats)
+        stats.label_filtered -= len(chosen)
+        digests.update((g.glyph_id, d) for g, d in chosen)
+        kept = sorted(kept + [g for g, _ in chosen], key=lambda g: g.glyph_id)
 
     if flt.limit is not None and len(kept) > flt.limit:
         ranks = _keyed_rank(np.fromiter((g.glyph_id for g in kept), dtype=np.int64, count=len(kept)), flt.seed)
@@ -388,6 +426,35 @@ def _select(conn: sqlite3.Connection, path: Path, flt: GlyphFilter, hash_content
             h.update(digests[g.glyph_id])
         content_hash = h.hexdigest()
     return Selection(path, kept, stats, content_hash, counts)
+
+
+def _digest(text: str | bytes) -> bytes:
+    return hashlib.blake2b(text.encode() if isinstance(text, str) else bytes(text), digest_size=16).digest()
+
+
+def _others(candidates: list[tuple[GlyphMeta, bytes]], kept_outlines: set[tuple[str, bytes]], flt: GlyphFilter,
+            stats: SelectionStats) -> list[tuple[GlyphMeta, bytes]]:
+    """Up to --others-per-label rows of each non-homoglyph label outside --labels (a seeded sample, as
+    --limit's), relabelled OTHER_LABEL; per label, so that rare scripts' letters are as present as
+    accented Latin. `kept_outlines`: (font, outline digest) of every kept row."""
+    by_label: dict[str, list[tuple[GlyphMeta, bytes]]] = {}
+    same: Counter = Counter()
+    for meta, digest in candidates:
+        by_label.setdefault(meta.label, []).append((meta, digest))
+        same[meta.label] += (meta.font, digest) in kept_outlines
+    chosen: list[tuple[GlyphMeta, bytes]] = []
+    for label, rows in by_label.items():
+        # rows per label ~ fonts that draw it: the homoglyph share is per font
+        if same[label] > HOMOGLYPH_SHARE * len(rows):
+            stats.homoglyph_labels += 1
+            continue
+        if len(rows) > flt.others_per_label:
+            ranks = _keyed_rank(np.fromiter((g.glyph_id for g, _ in rows), dtype=np.int64, count=len(rows)), flt.seed)
+            rows = [rows[i] for i in np.argpartition(ranks, flt.others_per_label - 1)[: flt.others_per_label]]
+        chosen += [(dataclasses.replace(g, label=OTHER_LABEL), d) for g, d in rows]
+        stats.other_labels += 1
+    stats.others = len(chosen)
+    return chosen
 
 
 def fetch_contours(conn: sqlite3.Connection, glyph_ids: Sequence[int]) -> dict[int, str]:

@@ -3,6 +3,13 @@ a calibrated probability without changing which class ranks first.
 
 The trainer fits T on the gathered validation logits at every evaluation and stores the last one in the
 export's config.json (`temperature`); exports written before this existed load with T = 1.
+
+An export with the other class (--others-per-label) also stores `other_prior_ratio`: how many times as
+often training drew that one class as an average label (under --family-balance/--label-balance, by the
+sampler's weights). The model's P(other) carries that prior, so
+real letters of an unfamiliar style lose to it; inference divides P(other) by the ratio and renormalises
+(logit adjustment, Menon et al. 2021, for that class): on unseen families it gave back the closed-set
+argmax accuracy while keeping the other class's use (BENCHMARKS.md §14e).
 """
 
 from __future__ import annotations
@@ -39,6 +46,25 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(logits / T) as float64 rows summing to 1."""
     return np.exp(log_softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1))
+
+
+def balance_other(logits: np.ndarray, other: int | None, ratio: float | None, temperature: float) -> np.ndarray:
+    """`logits` with the other class's lowered by T·log(ratio): softmax(result / T) is softmax(logits / T)
+    with P(other) divided by `ratio`, renormalised. Unchanged (the same array) without an other class."""
+    if other is None or not ratio:
+        return logits
+    out = np.array(logits, dtype=np.float64)
+    out[:, other] -= temperature * math.log(ratio)
+    return out
+
+
+def export_other_balance(config: dict, label_names: list[str]) -> tuple[int | None, float | None]:
+    """(other class index, its prior ratio) of an export; (None, None) for exports without one."""
+    from glyph_train.corpus.db import other_class
+
+    value = config.get("other_prior_ratio")
+    ratio = float(value) if isinstance(value, (int, float)) and math.isfinite(value) and value > 0 else None
+    return other_class(label_names), ratio
 
 
 def export_temperature(config: dict) -> float:

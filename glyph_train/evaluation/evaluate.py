@@ -19,7 +19,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from glyph_train.errors import GlyphTrainError
-from glyph_train.evaluation.calibration import fit_temperature
+from glyph_train.evaluation.calibration import balance_other, export_other_balance, export_temperature, fit_temperature
 from glyph_train.evaluation.metrics import (confused_pairs, equivalent_top1, evaluate_embeddings, nearest_neighbours,
                                             predictions)
 from glyph_train.training.tracking import json_safe
@@ -42,9 +42,14 @@ def collect_outputs(model: torch.nn.Module, loader, accelerator: Accelerator) ->
 
 
 def evaluate_model(model: torch.nn.Module, loader, char_classes: np.ndarray, accelerator: Accelerator,
-                   seed: int, fonts: np.ndarray | None = None, images=None) -> tuple[dict, dict]:
+                   seed: int, fonts: np.ndarray | None = None, images=None,
+                   other: int | None = None, other_ratio: float | None = None) -> tuple[dict, dict]:
     """Metrics (identical on every process) and a few retrieval examples (main process only). With the
-    dataset's per-row `fonts` and `images`, also top1_equiv (identical outline = identical cached image)."""
+    dataset's per-row `fonts` and `images`, also top1_equiv (identical outline = identical cached image).
+    Rows of the `other` class (--others-per-label) count as unknown labels: no top-k, no retrieval query
+    (they stay in the gallery), so the metrics are those of the real labels; the temperature is fitted
+    on every row, since label-font reads the other class's probability too, and the metrics use the
+    logits inference uses (the other class balanced by `other_ratio`: calibration.py)."""
     out = collect_outputs(model, loader, accelerator)
     result: list = [None, None]
     if accelerator.is_main_process:
@@ -53,9 +58,11 @@ def evaluate_model(model: torch.nn.Module, loader, char_classes: np.ndarray, acc
             rows = out["index"]
             equivalence = {"fonts": fonts[rows], "outline_hashes": [
                 hashlib.blake2b(np.asarray(images[i]).tobytes(), digest_size=12).digest() for i in rows.tolist()]}
-        metrics = evaluate_embeddings(out["logits"], out["embedding"], out["label"], char_classes[out["index"]],
-                                      seed=seed, **equivalence)
-        metrics["temperature"] = fit_temperature(out["logits"], out["label"])  # stored in the export
+        temperature = fit_temperature(out["logits"], out["label"])  # stored in the export
+        labels = out["label"] if other is None else np.where(out["label"] == other, -1, out["label"])
+        metrics = evaluate_embeddings(balance_other(out["logits"], other, other_ratio, temperature), out["embedding"],
+                                      labels, char_classes[out["index"]], seed=seed, **equivalence)
+        metrics["temperature"] = temperature
         result = [metrics, example_queries(out, seed)]
     broadcast_object_list(result)  # every process needs the metric that picks the best checkpoint
     model.train()
@@ -115,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     rows: list = []  # (GlyphMeta, outline digest) of each embedded glyph
     logits, embeddings, names, char_classes, skipped = embed_selection(
         model, Path(args.db), filter_from_args(args), int(config["img_size"]), fit, args.batch_size, rows=rows)
+    logits = balance_other(logits, *export_other_balance(config, label_names), export_temperature(config))
     index = {name: i for i, name in enumerate(label_names)}
     # labels the model never saw keep distinct ids past its classes: excluded from top-k, kept in retrieval
     unknown: dict[str, int] = {}
@@ -122,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
         if name not in index and name not in unknown:
             unknown[name] = len(label_names) + len(unknown)
     labels = np.array([index[n] if n in index else unknown[n] for n in names])
+    other, _ = export_other_balance(config, label_names)
+    if other is not None:  # --others-per-label rows: in the gallery, but no top-k or query (as in validation)
+        labels[labels == other] = -1
     fonts, digests = [m.font for m, _ in rows], [d for _, d in rows]
     metrics = evaluate_embeddings(logits, embeddings, labels, char_classes, fonts=fonts, outline_hashes=digests,
                                   families=[m.family for m, _ in rows])

@@ -5,8 +5,10 @@ vertical metrics only: glyph names, cmap and GSUB are what is broken or missing,
 evidence. Per glyph the model gives calibrated probabilities (softmax(logits / T), T from the export);
 then one label per glyph is chosen jointly for the whole font, since a font rarely draws one character
 twice: an optimal assignment (scipy's linear_sum_assignment) of glyphs to labels maximising the summed
-log-probability, where every glyph may instead be `unknown` at the cost of log(--min-confidence). So a
-glyph gets a label only if it beats that threshold and no glyph fits that label better. A drawing is one
+log-probability, where every glyph may instead be `unknown` at the cost of log(--min-confidence), or of
+log P(other) where the export has an other class (trained with --others-per-label: glyphs that are none of
+its labels) and that is likelier. So a glyph gets a label only if it beats that threshold and its
+other-probability, and no glyph fits that label better. A drawing is one
 glyph here, not a glyph name: glyphs the model sees identically (a tabular and a proportional zero, say)
 are one candidate, and a copy the assignment left unknown takes its twin's label.
 
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from glyph_train.cache.pipeline import FORWARD_BATCH_FLAG
+from glyph_train.corpus.db import other_class
 from glyph_train.errors import GlyphTrainError
 from glyph_train.flags import Flag
 from glyph_train.model.export import CHECKPOINT_FLAG
@@ -165,7 +168,7 @@ def predict_font(font: Path, predictor) -> FontPredictions:
 def assign_font(pred: FontPredictions, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> FontLabels:
     """One label per glyph, chosen jointly for the font (see assign_labels)."""
     names, probs = pred.label_names, pred.probs
-    assigned = assign_labels(probs, min_confidence, pred.drawings)
+    assigned = assign_labels(probs, min_confidence, pred.drawings, other_class(names))
     out: dict[int, GlyphLabel] = {}
     for row, k in enumerate(pred.rows):
         r = pred.records[k]
@@ -186,9 +189,12 @@ def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFID
     return assign_font(predict_font(font, predictor), min_confidence)
 
 
-def assign_labels(probs: np.ndarray, min_confidence: float, drawings: list | None = None) -> np.ndarray:
+def assign_labels(probs: np.ndarray, min_confidence: float, drawings: list | None = None,
+                  other: int | None = None) -> np.ndarray:
     """Column index per row (-1 = unknown): at most one row per column, maximising the summed log-probability,
-    where leaving a row unknown scores log(min_confidence). Rows may only take one of their top labels.
+    where leaving a row unknown scores log(min_confidence), or log(probs[row, other]) when that is higher:
+    `other` is the column of the export's other class, never assigned. Rows may only take one of their top
+    labels.
     `drawings` (one hashable per row, e.g. the rendered image's bytes): a row left unknown whose drawing
     equals that of rows given labels takes the one of those labels it finds most likely."""
     from scipy.optimize import linear_sum_assignment
@@ -205,13 +211,16 @@ def assign_labels(probs: np.ndarray, min_confidence: float, drawings: list | Non
     logp = np.log(np.clip(probs, 1e-300, 1.0))
     for row in range(n):
         for j in top[row]:
-            cost[row, pos[int(j)]] = -logp[row, j]
-    unknown_cost = -math.log(min_confidence) if min_confidence > 0 else big / 2
+            if j != other:
+                cost[row, pos[int(j)]] = -logp[row, j]
+    unknown_cost = np.full(n, -math.log(min_confidence) if min_confidence > 0 else big / 2)
+    if other is not None:
+        unknown_cost = np.minimum(unknown_cost, -logp[:, other])
     cost[np.arange(n), len(columns) + np.arange(n)] = unknown_cost  # each row's own "unknown" slot
     rows, cols = linear_sum_assignment(cost)
     out = np.full(n, -1, dtype=np.int64)
     for r, col in zip(rows, cols):
-        if col < len(columns) and probs[r, columns[col]] >= min_confidence:
+        if col < len(columns) and columns[col] != other and probs[r, columns[col]] >= min_confidence:
             out[r] = columns[col]
     if drawings is not None:
         labels_of: dict = defaultdict(list)

@@ -12,13 +12,14 @@ import torch
 from glyph_train.cache.pipeline import RenderedRows, model_outputs, render_rows
 from glyph_train.cache.raster import RenderParams
 from glyph_train.errors import GlyphTrainError
-from glyph_train.evaluation.calibration import calibrated_probabilities, export_temperature
+from glyph_train.evaluation.calibration import (balance_other, calibrated_probabilities, export_other_balance,
+                                                export_temperature)
 from glyph_train.model.export import WEIGHTS, load_export
 
 
 @dataclass
 class Predictions:
-    probs: np.ndarray  # (N, C) calibrated probabilities
+    probs: np.ndarray  # (N, C) calibrated probabilities (the other class's balanced: calibration.py)
     embeddings: np.ndarray  # (N, D) L2-normalised float32
 
 
@@ -31,6 +32,7 @@ class Predictor:
         self.device = device
         self.batch_size = batch_size
         self.temperature = export_temperature(self.config)
+        self.other, self.other_prior_ratio = export_other_balance(self.config, self.label_names)
         try:
             self.params = RenderParams(img_size=int(self.config["img_size"]), fit=self.config.get("fit", "tight"))
         except ValueError as err:
@@ -57,6 +59,7 @@ class Predictor:
             return Predictions(np.zeros((0, len(self.label_names))), np.zeros((0, self.embedding_dim), np.float32))
         if not np.isfinite(logits).all() or not np.isfinite(embeddings).all():
             raise GlyphTrainError(f"{self.export_dir}: the model outputs NaN/inf; use an earlier checkpoint")
+        logits = balance_other(logits, self.other, self.other_prior_ratio, self.temperature)
         return Predictions(calibrated_probabilities(logits, self.temperature), embeddings)
 
     @property

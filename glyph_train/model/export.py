@@ -56,13 +56,15 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def export_config(model: GlyphModel, label_names: list[str], config: dict[str, Any],
-                  temperature: float | None = None) -> dict[str, Any]:
+                  temperature: float | None = None, other_prior_ratio: float | None = None) -> dict[str, Any]:
     """config.json's content: the training config, with the architecture taken from the model itself (the
     truth about the weights) so the export rebuilds even when the config names it differently."""
     arch = {key: model.config[key] for key in ARCHITECTURE_KEYS}
     if arch["num_classes"] != len(label_names):
         raise ValueError(f"model has {arch['num_classes']} classes but {len(label_names)} label names were given")
     extra = {"temperature": float(temperature)} if temperature is not None else {}
+    if other_prior_ratio is not None:  # see evaluation/calibration.py
+        extra["other_prior_ratio"] = float(other_prior_ratio)
     return {**config, **arch, **extra, "export_format": EXPORT_FORMAT}
 
 
@@ -88,7 +90,7 @@ def _fsync(path: Path) -> None:
 
 
 def save_export(out_dir: str | os.PathLike, model: torch.nn.Module, label_names: list[str], config: dict[str, Any],
-                temperature: float | None = None) -> None:
+                temperature: float | None = None, other_prior_ratio: float | None = None) -> None:
     """Write model.safetensors, labels.json and config.json to `out_dir` atomically (replacing a previous
     export there as a whole). On any error the temporary directory is removed and `out_dir` is untouched."""
     out_dir = Path(out_dir)
@@ -103,7 +105,8 @@ def save_export(out_dir: str | os.PathLike, model: torch.nn.Module, label_names:
         save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt"})  # contiguous, shared tensors deduplicated
         _fsync(tmp / WEIGHTS)
         _write_text(tmp / LABELS, json.dumps(label_names, ensure_ascii=False, indent=0))
-        _write_text(tmp / CONFIG, json.dumps(export_config(model, label_names, config, temperature), indent=2,
+        _write_text(tmp / CONFIG, json.dumps(export_config(model, label_names, config, temperature,
+                                                           other_prior_ratio), indent=2,
                                              default=_json_default))
         _fsync(tmp)
         replace_dir(tmp, out_dir)

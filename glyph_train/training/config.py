@@ -28,7 +28,7 @@ from glyph_train.flags import flags_of
 
 # Fields that decide what a prepared cache contains: set them with --db, not with --data.
 CACHE_FIELDS = ("db", "cache_dir", "limit", "exclude_shaped", "min_label_count", "drop_singletons",
-                "char_classes", "labels", "img_size", "fit", "split", "val_frac", "num_proc")
+                "char_classes", "labels", "others_per_label", "img_size", "fit", "split", "val_frac", "num_proc")
 
 
 @dataclass
@@ -45,6 +45,7 @@ class TrainConfig:
     drop_singletons: bool = FILTER_FLAGS["drop_singletons"].field()
     char_classes: str | None = FILTER_FLAGS["char_classes"].field()  # the flag's text: parsed by filter_from_args
     labels: str | None = FILTER_FLAGS["labels"].field()
+    others_per_label: int = FILTER_FLAGS["others_per_label"].field()
     img_size: int = RENDER_FLAGS["img_size"].field()
     fit: str = RENDER_FLAGS["fit"].field()
     split: str = SPLIT_FLAG.field()

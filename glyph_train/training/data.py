@@ -19,7 +19,7 @@ from glyph_train.cache.pipeline import image_channels, to_model_input
 from glyph_train.cache.prepare import prepare
 from glyph_train.cache.raster import RenderParams
 from glyph_train.cache.reader import column_array, images_view, load_prepared
-from glyph_train.corpus.db import filter_from_args
+from glyph_train.corpus.db import filter_from_args, other_class
 from glyph_train.errors import GlyphTrainError
 from glyph_train.outputs import default_cache_dir
 from glyph_train.training.augment import AugmentParams, augment
@@ -72,13 +72,20 @@ class TrainingData:
     train_fonts: np.ndarray | None = None
 
 
-def contrastive_groups(split, mode: str, vocabulary: dict[str, int]) -> np.ndarray:
-    """SupCon positives: same label, or hybrid = same joining_group (Arabic) else same `cc_<char_class>`."""
+def contrastive_groups(split, mode: str, vocabulary: dict[str, int], other: int | None = None) -> np.ndarray:
+    """SupCon positives: same label, or hybrid = same joining_group (Arabic) else same `cc_<char_class>`.
+    Rows of the `other` class (--others-per-label) get -1: none is a positive of another (they are many
+    characters), so SupCon uses them as negatives only."""
+    labels = column_array(split, "label").astype(np.int64)
     if mode == "label":
-        return column_array(split, "label").astype(np.int64)
-    names = [jg if jg and jg != "NO_JOIN" else f"cc_{cc}"
-             for jg, cc in zip(column_array(split, "joining_group"), column_array(split, "char_class"))]
-    return np.array([vocabulary.setdefault(n, len(vocabulary)) for n in names], dtype=np.int64)
+        groups = labels.copy()
+    else:
+        names = [jg if jg and jg != "NO_JOIN" else f"cc_{cc}"
+                 for jg, cc in zip(column_array(split, "joining_group"), column_array(split, "char_class"))]
+        groups = np.array([vocabulary.setdefault(n, len(vocabulary)) for n in names], dtype=np.int64)
+    if other is not None:
+        groups[labels == other] = -1
+    return groups
 
 
 def load_training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainingData:
@@ -101,11 +108,13 @@ def open_training_data(cfg: TrainConfig, cache: Path) -> TrainingData:
     """The prepared cache's splits as Datasets (no Accelerator needed)."""
     prepared = load_prepared(cache)
     vocabulary: dict[str, int] = {}
+    other = other_class(prepared.label_names)
     aug = AugmentParams(strength=cfg.augment_strength, aspect=cfg.augment_width) if cfg.augment else None
-    train = GlyphImages(prepared.train, contrastive_groups(prepared.train, cfg.contrastive_grouping, vocabulary),
+    train = GlyphImages(prepared.train, contrastive_groups(prepared.train, cfg.contrastive_grouping, vocabulary, other),
                         cfg.seed, aug)
     val = GlyphImages(prepared.validation,
-                      contrastive_groups(prepared.validation, cfg.contrastive_grouping, vocabulary), cfg.seed, None)
+                      contrastive_groups(prepared.validation, cfg.contrastive_grouping, vocabulary, other), cfg.seed,
+                      None)
     return TrainingData(train, val, column_array(prepared.validation, "char_class").astype(object),
                         prepared.label_names, cache, prepared.info["params"],
                         column_array(prepared.validation, "font").astype(object),
@@ -148,6 +157,19 @@ def make_loaders(cfg: TrainConfig, data: TrainingData) -> tuple[DataLoader, Data
     val = DataLoader(torch.utils.data.Subset(data.validation, val_index), batch_size=cfg.batch_size * 2,
                      shuffle=False, **common)
     return train, val, sampler
+
+
+def other_class_prior(data: TrainingData, sampler: EpochSampler | None) -> tuple[int | None, float | None]:
+    """The --others-per-label class (None without one) and how many times as often training draws it as an
+    average label (the export's `other_prior_ratio`: evaluation/calibration.py), by the sampler's draw
+    weights where it has them (BalancedSampler), else by row counts."""
+    other = other_class(data.label_names)
+    if other is None:
+        return None, None
+    weights = sampler.p if isinstance(sampler, BalancedSampler) else None
+    drawn = np.bincount(data.train.labels, weights=weights, minlength=len(data.label_names))
+    rest = (drawn.sum() - drawn[other]) / max(len(data.label_names) - 1, 1)
+    return other, float(drawn[other] / rest) if rest > 0 and drawn[other] > 0 else None
 
 
 def validation_subset(n: int, cap: int, seed: int) -> list[int]:

@@ -70,7 +70,8 @@ def _supcon_terms(anchors: torch.Tensor, anchor_labels: torch.Tensor, anchor_col
     logits = anchors @ keys.T / temperature
     cols = torch.arange(keys.shape[0], device=keys.device)
     is_self = anchor_cols[:, None] == cols[None, :]
-    positive = (anchor_labels[:, None] == key_labels[None, :]) & ~is_self
+    # a negative label has no positives: such items (the other class) only ever serve as negatives
+    positive = (anchor_labels[:, None] == key_labels[None, :]) & ~is_self & (anchor_labels >= 0)[:, None]
     # logsumexp is the max-subtracted stable form; -inf drops self from the denominator
     log_prob = logits - logits.masked_fill(is_self, float("-inf")).logsumexp(dim=1, keepdim=True)
     num_pos = positive.sum(dim=1)
@@ -83,7 +84,7 @@ def supcon_loss(embeddings: torch.Tensor, labels: torch.Tensor, temperature: flo
     """Khosla et al.'s L_out on L2-normalised `embeddings` (B, D) with integer `labels` (B,).
 
     Mean over anchors that have a positive of the mean log-probability of their positives; anchors without
-    positives are left out (a batch with none gives a 0 that still carries the graph). Computed in fp32.
+    positives (a label seen once, or a negative label: items that are only ever negatives) are left out (a batch with none gives a 0 that still carries the graph). Computed in fp32.
     Equals pytorch-metric-learning's SupConLoss(temperature) except in the degenerate batch with a single
     label, where pml returns 0 and this returns the (well-defined) L_out.
     """
@@ -104,9 +105,9 @@ def distributed_supcon_loss(embeddings: torch.Tensor, labels: torch.Tensor, temp
     start = sum(sizes[:rank])
     cols = torch.arange(start, start + z.shape[0], device=z.device)
     terms, valid = _supcon_terms(z, labels, cols, keys, key_labels, temperature)
-    # anchors with a positive anywhere in the global batch: their label occurs at least twice
+    # anchors with a positive anywhere in the global batch: a non-negative label that occurs at least twice
     _, inverse, counts = torch.unique(key_labels, return_inverse=True, return_counts=True)
-    num_valid = (counts[inverse] > 1).sum().clamp_min(1)
+    num_valid = ((counts[inverse] > 1) & (key_labels >= 0)).sum().clamp_min(1)
     local = terms.masked_fill(~valid, 0.0).sum() / num_valid
     total = local.detach().clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
