@@ -48,6 +48,10 @@ def test_subsets_split_fonts_and_labels_and_leave_the_source_alone(tmp_path):
         assert {f for (f,) in conn.execute("SELECT family_name FROM fonts")} == {"Roboto"}
         assert {lab for (lab,) in conn.execute("SELECT label FROM glyphs")} == {"65_isol", "97_isol"}
         assert conn.execute("SELECT COUNT(*) FROM glyphs").fetchone()[0] == 2 * len(roboto)
+    bench.write_subset(info.path, tmp_path / "all.db", roboto, None)  # --others-per-label: every label
+    with sqlite3.connect(tmp_path / "all.db") as conn, sqlite3.connect(info.path) as src:
+        every = src.execute(f"SELECT COUNT(*) FROM glyphs WHERE f_id IN ({','.join('?' * len(roboto))})", roboto)
+        assert conn.execute("SELECT COUNT(*) FROM glyphs").fetchone()[0] == every.fetchone()[0] > 2 * len(roboto)
     assert info.path.read_bytes() == before
     with pytest.raises(SystemExit, match="lacks held-out families"):
         bench.split_fonts(info.path)
