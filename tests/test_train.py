@@ -6,6 +6,7 @@ the resume test kills a run with SIGKILL mid-epoch, and W&B writes a real offlin
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dbfactory import write_db
+from tests.dbfactory import DEFAULT_FONTS, font_path, write_db
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]  # `accelerate launch`, from any venv
@@ -306,7 +307,7 @@ def test_compiled_run_exports_plain_weights_and_resumes(workdir: Path, tmp_path:
     assert "resumed at epoch 1" in res.stdout + res.stderr
 
 
-def test_others_per_label_trains_one_other_class_and_keeps_it_out_of_the_metrics(workdir: Path) -> None:
+def test_others_per_label_trains_one_other_class_and_keeps_it_out_of_the_metrics(workdir: Path, tmp_path: Path) -> None:
     """--labels L --others-per-label 2: every other label of the DB sends two glyphs to one extra class
     `<other>`; the export knows it; validation scores the same labelled rows as a run without it (the other
     rows count as unknown labels: no top-k, no retrieval query) instead of treating `<other>` as a letter."""
@@ -327,3 +328,11 @@ def test_others_per_label_trains_one_other_class_and_keeps_it_out_of_the_metrics
     plain, others = final_metrics(workdir / "only_labels"), final_metrics(workdir / "with_others")
     assert plain["num_unknown_labels"] == 0 < others["num_unknown_labels"]
     assert others["num_queries"] == plain["num_queries"] > 0
+    # label-font with it: says how many glyphs the model finds likeliest none of its labels, never labels one <other>
+    res = subprocess.run([sys.executable, "-m", "glyph_train.cli", "label-font", str(font_path(DEFAULT_FONTS[0])),
+                          "--checkpoint", str(workdir / "with_others" / "export"), "--out", str(tmp_path / "l.csv")],
+                         cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "likeliest none of the model's labels" in res.stdout
+    rows = list(csv.DictReader((tmp_path / "l.csv").open()))
+    assert rows and "<other>" not in {r["label"] for r in rows}

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from glyph_train.cache.pipeline import FORWARD_BATCH_FLAG
-from glyph_train.corpus.db import other_class
+from glyph_train.corpus.db import OTHER_LABEL, other_class
 from glyph_train.errors import GlyphTrainError
 from glyph_train.flags import Flag
 from glyph_train.model.export import CHECKPOINT_FLAG
@@ -104,8 +104,11 @@ def run(args: argparse.Namespace) -> int:
     result = label_font(font, predictor, args.min_confidence)
     write_csv(args.out, result.glyphs)
     labelled = sum(g.label != UNKNOWN for g in result.glyphs)
+    others = sum(g.argmax == OTHER_LABEL for g in result.glyphs)
     print(f"label-font: {font}: {len(result.glyphs)} glyphs, {labelled} labelled, {len(result.glyphs) - labelled} "
-          f"unknown (min confidence {args.min_confidence}); wrote {args.out}")
+          f"unknown (min confidence {args.min_confidence}"
+          + (f"; {others} likeliest none of the model's labels" if predictor.other is not None else "")
+          + f"); wrote {args.out}")
     if result.unrenderable:
         print(f"label-font: {len(result.unrenderable)} glyphs could not be rendered: {', '.join(result.unrenderable[:5])}",
               file=sys.stderr)
