@@ -328,6 +328,15 @@ def test_others_per_label_trains_one_other_class_and_keeps_it_out_of_the_metrics
     plain, others = final_metrics(workdir / "only_labels"), final_metrics(workdir / "with_others")
     assert plain["num_unknown_labels"] == 0 < others["num_unknown_labels"]
     assert others["num_queries"] == plain["num_queries"] > 0
+    # evaluate on the DB with the same selection: the other rows are left out of the scores there too
+    m = tmp_path / "m.json"
+    res = subprocess.run([sys.executable, "-m", "glyph_train.cli", "evaluate", "--checkpoint",
+                          str(workdir / "with_others" / "export"), "--db", str(workdir / "glyphs.db"), "--labels", labels,
+                          "--others-per-label", "2", "--out", str(m)], cwd=REPO, env=env(), capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    scored = json.loads(m.read_text())
+    assert scored["num_unknown_labels"] > 0 and scored["num_queries"] > 0 and scored["unknown_labels"] == []
     # label-font with it: says how many glyphs the model finds likeliest none of its labels, never labels one <other>
     res = subprocess.run([sys.executable, "-m", "glyph_train.cli", "label-font", str(font_path(DEFAULT_FONTS[0])),
                           "--checkpoint", str(workdir / "with_others" / "export"), "--out", str(tmp_path / "l.csv")],

@@ -6,10 +6,10 @@ export's config.json (`temperature`); exports written before this existed load w
 
 An export with the other class (--others-per-label) also stores `other_prior_ratio`: how many times as
 often training drew that one class as an average label (under --family-balance/--label-balance, by the
-sampler's weights). The model's P(other) carries that prior, so
-real letters of an unfamiliar style lose to it; inference divides P(other) by the ratio and renormalises
-(logit adjustment, Menon et al. 2021, for that class): on unseen families it gave back the closed-set
-argmax accuracy while keeping the other class's use (BENCHMARKS.md §14e).
+sampler's weights). The model's P(other) carries that prior, so real letters of an unfamiliar style lose
+to it; inference divides P(other) by the ratio and renormalises (logit adjustment, Menon et al. 2021, for
+that class): on unseen families it gave back the closed-set argmax accuracy while keeping the other
+class's use (BENCHMARKS.md §14e).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import math
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
+
+from glyph_train.corpus.db import other_class
 
 LOG_T_BOUNDS = (-4.0, 4.0)  # T in [0.018, 55]: far beyond any model worth calibrating
 
@@ -60,8 +62,6 @@ def balance_other(logits: np.ndarray, other: int | None, ratio: float | None, te
 
 def export_other_balance(config: dict, label_names: list[str]) -> tuple[int | None, float | None]:
     """(other class index, its prior ratio) of an export; (None, None) for exports without one."""
-    from glyph_train.corpus.db import other_class
-
     value = config.get("other_prior_ratio")
     ratio = float(value) if isinstance(value, (int, float)) and math.isfinite(value) and value > 0 else None
     return other_class(label_names), ratio

@@ -122,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     rows: list = []  # (GlyphMeta, outline digest) of each embedded glyph
     logits, embeddings, names, char_classes, skipped = embed_selection(
         model, Path(args.db), filter_from_args(args), int(config["img_size"]), fit, args.batch_size, rows=rows)
-    logits = balance_other(logits, *export_other_balance(config, label_names), export_temperature(config))
+    other, other_ratio = export_other_balance(config, label_names)
+    logits = balance_other(logits, other, other_ratio, export_temperature(config))
     index = {name: i for i, name in enumerate(label_names)}
     # labels the model never saw keep distinct ids past its classes: excluded from top-k, kept in retrieval
     unknown: dict[str, int] = {}
@@ -130,7 +131,6 @@ def run(args: argparse.Namespace) -> int:
         if name not in index and name not in unknown:
             unknown[name] = len(label_names) + len(unknown)
     labels = np.array([index[n] if n in index else unknown[n] for n in names])
-    other, _ = export_other_balance(config, label_names)
     if other is not None:  # --others-per-label rows: in the gallery, but no top-k or query (as in validation)
         labels[labels == other] = -1
     fonts, digests = [m.font for m, _ in rows], [d for _, d in rows]
