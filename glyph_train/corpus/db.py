@@ -348,7 +348,7 @@ def _select(conn: sqlite3.Connection, path: Path, flt: GlyphFilter, hash_content
     seen_wanted: set[str] = set()
     kept: list[GlyphMeta] = []
     digests: dict[int, bytes] = {}
-    intern: dict[str, str] = {}  # one str object per distinct label / group / class: 500k rows, few values
+    intern: dict[str, str] = {}  # for _meta: 500k rows, few distinct values
     others: list[tuple[GlyphMeta, bytes]] = []  # candidates for OTHER_LABEL, with their outline digest
 
     for row in conn.execute(sql):
@@ -376,20 +376,18 @@ def _select(conn: sqlite3.Connection, path: Path, flt: GlyphFilter, hash_content
         if classes is not None and cc not in classes:
             stats.char_class_filtered += 1
             continue
-        label, jg, cc = intern.setdefault(label, label), intern.setdefault(jg, str(jg)), intern.setdefault(cc, str(cc))
-        meta = GlyphMeta(int(gid), font[4], font[0], label, jg, cc, font[2], font[1])
         shaped = label.endswith(SHAPED_SUFFIX)
         if wanted is not None:
             if label not in wanted:
                 stats.label_filtered += 1
                 if flt.others_per_label and not (flt.exclude_shaped and shaped):
-                    others.append((meta, _digest(row[6])))
+                    others.append((_meta(gid, font, label, jg, cc, intern), _digest(row[6])))
                 continue
             seen_wanted.add(label)
         if flt.exclude_shaped and shaped:
             stats.shaped_filtered += 1
             continue
-        kept.append(meta)
+        kept.append(_meta(gid, font, label, jg, cc, intern))
         if read_contours:
             digests[int(gid)] = _digest(row[6])
     if wanted is not None:
@@ -426,6 +424,12 @@ def _select(conn: sqlite3.Connection, path: Path, flt: GlyphFilter, hash_content
             h.update(digests[g.glyph_id])
         content_hash = h.hexdigest()
     return Selection(path, kept, stats, content_hash, counts)
+
+
+def _meta(gid: int, font: tuple, label: str, jg: str, cc: str, intern: dict[str, str]) -> GlyphMeta:
+    """A selected row's metadata; `intern` keeps one str object per distinct label / group / class."""
+    label, jg, cc = intern.setdefault(label, label), intern.setdefault(jg, str(jg)), intern.setdefault(cc, str(cc))
+    return GlyphMeta(int(gid), font[4], font[0], label, jg, cc, font[2], font[1])
 
 
 def _digest(text: str | bytes) -> bytes:
