@@ -59,14 +59,20 @@ def evaluate_model(model: torch.nn.Module, loader, char_classes: np.ndarray, acc
             equivalence = {"fonts": fonts[rows], "outline_hashes": [
                 hashlib.blake2b(np.asarray(images[i]).tobytes(), digest_size=12).digest() for i in rows.tolist()]}
         temperature = fit_temperature(out["logits"], out["label"])  # stored in the export
-        labels = out["label"] if other is None else np.where(out["label"] == other, -1, out["label"])
         metrics = evaluate_embeddings(balance_other(out["logits"], other, other_ratio, temperature), out["embedding"],
-                                      labels, char_classes[out["index"]], seed=seed, **equivalence)
+                                      scored_labels(out["label"], other), char_classes[out["index"]], seed=seed,
+                                      **equivalence)
         metrics["temperature"] = temperature
         result = [metrics, example_queries(out, seed)]
     broadcast_object_list(result)  # every process needs the metric that picks the best checkpoint
     model.train()
     return result[0], result[1]
+
+
+def scored_labels(labels: np.ndarray, other: int | None) -> np.ndarray:
+    """Labels as the metrics score them: rows of the `other` class (--others-per-label) become -1, unknown:
+    they stay in the retrieval gallery but are neither a top-k item nor a query."""
+    return labels if other is None else np.where(labels == other, -1, labels)
 
 
 def example_queries(out: dict[str, np.ndarray], seed: int, k: int = 10) -> dict:
@@ -130,9 +136,7 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         if name not in index and name not in unknown:
             unknown[name] = len(label_names) + len(unknown)
-    labels = np.array([index[n] if n in index else unknown[n] for n in names])
-    if other is not None:  # --others-per-label rows: in the gallery, but no top-k or query (as in validation)
-        labels[labels == other] = -1
+    labels = scored_labels(np.array([index[n] if n in index else unknown[n] for n in names]), other)
     fonts, digests = [m.font for m, _ in rows], [d for _, d in rows]
     metrics = evaluate_embeddings(logits, embeddings, labels, char_classes, fonts=fonts, outline_hashes=digests,
                                   families=[m.family for m, _ in rows])

@@ -148,7 +148,7 @@ def make_loaders(cfg: TrainConfig, data: TrainingData) -> tuple[DataLoader, Data
         train = DataLoader(data.train, batch_sampler=sampler, **common)
     elif cfg.family_balance or cfg.label_balance:
         sampler = BalancedSampler(data.train_families, data.train_fonts, cfg.family_balance, seed=cfg.seed,
-                                        labels=data.train.labels, beta=cfg.label_balance)
+                                  labels=data.train.labels, beta=cfg.label_balance)
         train = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, **common)
     else:
         train = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
