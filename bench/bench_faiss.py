@@ -1,20 +1,20 @@
-"""Benchmark 3: exact leave-one-out top-k retrieval of 100k x 128 embeddings: FAISS vs the bf16 re-rank vs NumPy.
+"""Benchmark 3: validation retrieval (exact leave-one-out search to depth max(k, R) + hit@k and MAP@R): FAISS as
+before vs FAISS and the AMX kernel, both settled into the canonical order.
 
-All sides do the same exact search in the same run, on the same data and thread count: every item queries
-the whole set, its own index is removed (not its first hit), the k best remain.
-- FAISS: `glyph_train.evaluation.metrics.nearest_neighbours(method="faiss")` (IndexFlatIP; BLAS + fused top-k heaps).
-- bf16 re-rank: `nearest_neighbours(method="bf16")` (bf16 matmul + top (k + margin), exact fp32 re-rank, exact
-  fallback for queries the bound cannot prove); what `auto` picks where the CPU has AMX / AVX512-BF16. Where
-  bf16 is emulated (AVX2 only) it is far slower: use a smaller --n there.
-- NumPy: chunks of queries @ all.T (BLAS), own index set to -inf, argpartition, sort of the k kept.
+All contenders compute `retrieval_metrics` on the same embeddings with the same thread count, interleaved
+(each repeat runs all in turn, so load from elsewhere hits all alike):
+- faiss_before: the search as it was before issue 9's kernel: FAISS IndexFlatIP lists in FAISS's own order
+  (fp32 near-ties fall as its rounding and batch size make them fall), scored directly.
+- faiss: `SEARCH_METHOD = "faiss"`: FAISS lists with _GUARD_ITEMS more per query, settled by
+  `_canonical_neighbours` (exact fp64 order where fp32 cannot tell).
+- amx: `SEARCH_METHOD = "amx"`: `glyph_train/evaluation/amx_search.py` (bf16 AMX tiles prefilter, exact fp32
+  scores decide), settled the same way. Needs an AMX CPU and a C++ compiler.
+Reports median seconds, ratios, whether faiss and amx give identical metrics (JSON) and how far faiss_before is.
 
-NumPy brute force over all 100k queries takes minutes, so by default it runs on a random subset of queries
-(the gallery is always all N) and its full-set time is extrapolated linearly (cost is linear in the number of
-queries). FAISS is timed on the same subset too (ratio like for like) and on all N. `--numpy-queries 0`
-times NumPy on all N (-1 skips NumPy). Also reported: the whole `retrieval_metrics` (search to depth max(k, R)
-+ MAP@R) with each method, and whether the two give identical metrics.
+Embeddings: `--embeddings FILE.npz` (arrays `embeddings` (N, D) and `labels` (N,), e.g. a model's embeddings
+of validation glyphs) or clustered synthetic vectors (`--n`, `--dim`, `--labels`, `--noise`).
 
-    python bench/bench_faiss.py [--n 100000] [--dim 128] [--labels 2000] [--noise 2] [--k 10] [--numpy-queries 10000] [--repeats 3] [--threads N]
+    python bench/bench_faiss.py [--embeddings FILE.npz | --n 100000 --dim 128 --labels 2000 --noise 2] [--k 10] [--repeats 3] [--threads N]
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import time
 import faiss
 import numpy as np
 import torch
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
-from glyph_train.evaluation import metrics
-from glyph_train.evaluation.metrics import native_bf16_matmul, nearest_neighbours, retrieval_metrics
+from glyph_train.evaluation import amx_search, metrics
+from glyph_train.evaluation.metrics import retrieval_metrics
 
 
 def clustered_embeddings(n: int, dim: int, num_labels: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -43,108 +43,87 @@ def clustered_embeddings(n: int, dim: int, num_labels: int, noise: float, seed: 
     return x / np.linalg.norm(x, axis=1, keepdims=True), labels
 
 
-def numpy_topk(x: np.ndarray, queries: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    scores = np.empty((len(queries), k), dtype=np.float32)
-    index = np.empty((len(queries), k), dtype=np.int64)
-    rows = np.arange(chunk)
-    for s in range(0, len(queries), chunk):
-        q = queries[s : s + chunk]
-        sims = x[q] @ x.T
-        sims[rows[: len(q)], q] = -np.inf  # leave one out by index
-        top = np.argpartition(sims, -k, axis=1)[:, -k:]
-        top_s = np.take_along_axis(sims, top, axis=1)
-        order = np.argsort(-top_s, axis=1)
-        index[s : s + chunk] = np.take_along_axis(top, order, axis=1)
-        scores[s : s + chunk] = np.take_along_axis(top_s, order, axis=1)
-    return scores, index
+def retrieval_faiss_before(embeddings: np.ndarray, labels: np.ndarray, k: int) -> dict:
+    """retrieval_metrics as it was computed before: FAISS's lists to depth max(k, R), in FAISS's order."""
+    x = metrics.normalise(embeddings)
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    cutoffs = sorted({c for c in (*metrics.HIT_CUTOFFS, k) if c <= k})
+    values = {f"hit_at_{c}": np.zeros(n) for c in cutoffs} | {"precision_at_1": np.zeros(n), "map_at_r": np.zeros(n)}
+    r = np.zeros(n, dtype=np.int64)
+    known = labels >= 0
+    _, inverse, counts = np.unique(labels[known], return_inverse=True, return_counts=True)
+    r[known] = counts[inverse] - 1
+    queries = np.flatnonzero(r > 0)
+    depth = np.minimum(np.maximum(k, r[queries]), n - 1)
+    index = metrics._build_index(x)
+    for rows, width in metrics._faiss_plan(np.arange(len(queries)), depth):
+        _, nbr = metrics._faiss_neighbours(index, x, queries[rows], width)
+        metrics._score_queries(values, queries[rows], nbr, labels, r, cutoffs)
+    out = {name: float(v[queries].mean()) for name, v in values.items()}
+    return out | {"num_queries": len(queries), "num_without_positive": int(n - len(queries))}
 
 
-def timed_interleaved(fns: dict, repeats: int) -> tuple[dict[str, list[float]], dict[str, object]]:
-    """Run the contenders in turn, `repeats` rounds: load from anything else on the machine hits all alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    results: dict[str, object] = {}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            tic = time.perf_counter()
-            results[name] = fn()
-            times[name].append(time.perf_counter() - tic)
-    return times, results
-
-
-def agreement(queries, f_scores, f_index, n_scores, n_index) -> dict:
-    """Same neighbour sets, or different only where the scores tie within float32 rounding (two BLAS
-    kernels sum the 128 products in different orders, so near-ties can swap at the k-th place)."""
-    same_set = np.array([set(a) == set(b) for a, b in zip(f_index.tolist(), n_index.tolist())])
-    score_gap = np.abs(f_scores - n_scores).max()
-    return {"queries_with_identical_topk_sets": float(same_set.mean()),
-            "max_abs_score_difference": float(score_gap),
-            "agree": bool(score_gap < 1e-5 and not (f_index == queries[:, None]).any()
-                          and not (n_index == queries[:, None]).any())}
+def with_method(method: str, x: np.ndarray, labels: np.ndarray, k: int) -> dict:
+    metrics.SEARCH_METHOD = method
+    try:
+        return retrieval_metrics(x, labels, k)
+    finally:
+        metrics.SEARCH_METHOD = "auto"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--embeddings", help="npz with arrays embeddings (N, D) and labels (N,); else synthetic")
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--labels", type=int, default=2000, help="clusters/labels (about n/labels items each)")
     parser.add_argument("--noise", type=float, default=2.0, help="per-coordinate noise around unit-variance centres")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--numpy-queries", type=int, default=10_000, help="NumPy query subset (0 = all n, -1 = skip)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    # Same thread count for all: FAISS's OpenMP loops, torch's intra-op pool and every BLAS.
+    if args.embeddings:
+        data = np.load(args.embeddings)
+        x, labels = data["embeddings"].astype(np.float32), data["labels"].astype(np.int64)
+    else:
+        x, labels = clustered_embeddings(args.n, args.dim, args.labels, args.noise, args.seed)
+    contenders = {"faiss_before": lambda: retrieval_faiss_before(x, labels, args.k),
+                  "faiss": lambda: with_method("faiss", x, labels, args.k)}
+    amx_ok, amx_reason = amx_search.available()
+    if amx_ok:
+        contenders["amx"] = lambda: with_method("amx", x, labels, args.k)
+
+    # Same thread count for all: FAISS's OpenMP loops, torch's intra-op pool (the kernel's threads) and BLAS.
     faiss.omp_set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    results: dict[str, dict] = {}
     with threadpool_limits(limits=args.threads):
-        blas = [{k: info[k] for k in ("internal_api", "num_threads", "filepath")} for info in threadpool_info()]
-        x, labels = clustered_embeddings(args.n, args.dim, args.labels, args.noise, args.seed)
-        all_q = np.arange(args.n)
-        contenders = {
-            "faiss_all": lambda: nearest_neighbours(x, all_q, args.k, method="faiss"),
-            "bf16_rerank_all": lambda: nearest_neighbours(x, all_q, args.k, method="bf16"),
-        }
-        sub = None
-        if args.numpy_queries >= 0:
-            sub = (all_q if not args.numpy_queries or args.numpy_queries >= args.n
-                   else np.sort(np.random.default_rng(args.seed).choice(args.n, args.numpy_queries, replace=False)))
-            contenders["faiss_subset"] = lambda: nearest_neighbours(x, sub, args.k, method="faiss")
-            contenders["numpy_subset"] = lambda: numpy_topk(x, sub, args.k)
-        times, out = timed_interleaved(contenders, args.repeats)
-        retrieval, retrieval_seconds = {}, {}
-        for method in ("faiss", "bf16"):
-            metrics.SEARCH_METHOD = method
-            tic = time.perf_counter()
-            retrieval[method] = retrieval_metrics(x, labels, args.k)
-            retrieval_seconds[method] = time.perf_counter() - tic
+        for _ in range(args.repeats):
+            for name, fn in contenders.items():
+                tic = time.perf_counter()
+                results[name] = fn()
+                times[name].append(time.perf_counter() - tic)
         load = os.getloadavg()
 
     med = {name: statistics.median(t) for name, t in times.items()}
+    before = results["faiss_before"]
     result = {
-        "n": args.n, "dim": args.dim, "k": args.k, "labels": args.labels, "noise": args.noise,
-        "threads": args.threads, "faiss_omp_max_threads": faiss.omp_get_max_threads(), "cpu_count": os.cpu_count(),
-        "native_bf16_matmul": native_bf16_matmul(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "faiss_version": faiss.__version__, "faiss_blas_threshold": faiss.cvar.distance_compute_blas_threshold,
-        "blas": blas, "repeats": args.repeats, "loadavg_at_end": load,
+        "embeddings": args.embeddings or f"synthetic n={args.n} dim={args.dim} labels={args.labels} noise={args.noise}",
+        "n": int(len(x)), "dim": int(x.shape[1]), "k": args.k, "threads": args.threads, "repeats": args.repeats,
+        "amx": amx_reason, "faiss_version": faiss.__version__, "loadavg_at_end": load,
         "median_seconds": med,
-        "speedup_bf16_rerank_vs_faiss": med["faiss_all"] / med["bf16_rerank_all"],
-        "rerank_vs_faiss_all_queries": agreement(all_q, *out["faiss_all"], *out["bf16_rerank_all"]),
-        "retrieval_metrics_seconds": retrieval_seconds,
-        "retrieval_metrics_identical": json.dumps(retrieval["faiss"]) == json.dumps(retrieval["bf16"]),
-        "retrieval_metrics": {k: retrieval["faiss"][k] for k in ("hit_at_1", "hit_at_10", "map_at_r", "num_queries")},
         "runs": times,
+        "metrics": results,
+        "faiss_before_max_abs_difference": max(abs(before[m] - results["faiss"][m]) for m in before),
     }
-    if sub is not None:
-        scale = args.n / len(sub)
-        result.update({
-            "numpy_queries": len(sub),
-            "numpy_seconds_all_queries": med["numpy_subset"] * scale,
-            "numpy_all_queries_is_extrapolated": scale != 1.0,
-            "speedup_faiss_vs_numpy_same_queries": med["numpy_subset"] / med["faiss_subset"],
-            "faiss_vs_numpy_subset": agreement(sub, *out["faiss_subset"], *out["numpy_subset"]),
-        })
+    if amx_ok:
+        result["speedup_amx_vs_faiss_before"] = med["faiss_before"] / med["amx"]
+        result["speedup_amx_vs_faiss"] = med["faiss"] / med["amx"]
+        result["amx_and_faiss_identical"] = json.dumps(results["amx"]) == json.dumps(results["faiss"])
     print(json.dumps(result, indent=2))
 
 

@@ -53,7 +53,7 @@ import glyph_train.train as train_module  # noqa: E402
 from glyph_train.cache.prepare import prepare  # noqa: E402
 from glyph_train.cache.raster import RenderParams  # noqa: E402
 from glyph_train.corpus.db import GlyphFilter  # noqa: E402
-from glyph_train.evaluation.metrics import native_bf16_matmul  # noqa: E402
+from glyph_train.training.distributed import native_bf16  # noqa: E402
 from glyph_train.model.network import GlyphModel, param_groups  # noqa: E402
 from glyph_train.training.config import TrainConfig  # noqa: E402
 from glyph_train.training.data import make_loaders, open_training_data  # noqa: E402
@@ -229,7 +229,7 @@ def main() -> None:
                  "batch_size": args.batch_size, "threads": torch.get_num_threads(), "num_workers": args.num_workers,
                  "warmup": args.warmup, "steps": args.steps, "cpus": os.cpu_count(),
                  "device": "cuda" if torch.cuda.is_available() else "cpu",
-                 "cpu_native_bf16": native_bf16_matmul(), "load_start": load()}
+                 "cpu_native_bf16": native_bf16()[0], "load_start": load()}
 
     t = time.perf_counter()
     res["loader_img_per_s"] = {}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from glyph_train.errors import GlyphTrainError
-from glyph_train.evaluation import metrics
+from glyph_train.evaluation import amx_search, metrics
 from glyph_train.evaluation.metrics import (classification_metrics, effect_size, evaluate_embeddings,
                                             nearest_neighbours, retrieval_metrics)
 
@@ -117,9 +117,11 @@ def test_classification_top5_with_fewer_than_five_classes_and_no_known_labels():
 # -------------------------------------------------------------------------------------------------- retrieval
 
 
-@pytest.mark.parametrize("method", ["faiss", "bf16"])  # bf16: candidates + exact re-rank (test_neighbour_search)
-@pytest.mark.parametrize("budget", [metrics._SEARCH_BUDGET, 50])  # 50: many batches of different depths
+@pytest.mark.parametrize("method", ["faiss", "amx"])  # amx: the AMX kernel (test_neighbour_search)
+@pytest.mark.parametrize("budget", [metrics._SEARCH_BUDGET, 50])  # 50: many FAISS batches of different depths
 def test_retrieval_matches_brute_force_reference(monkeypatch, budget, method):
+    if method == "amx" and not amx_search.available()[0]:
+        pytest.skip(f"no AMX search here: {amx_search.available()[1]}")
     monkeypatch.setattr(metrics, "SEARCH_METHOD", method)
     monkeypatch.setattr(metrics, "_SEARCH_BUDGET", budget)
     emb, labels, _ = clustered()

@@ -1,6 +1,7 @@
 """Evaluation metrics: classification top-k, exact leave-one-out retrieval, effect size, by char_class.
 
-NumPy, FAISS and torch (bf16 candidate search) so the trainer's main process and `glyph-train evaluate` share one implementation.
+NumPy, FAISS and the AMX kernel of amx_search.py, so the trainer's main process and `glyph-train evaluate` share one
+implementation.
 
 Label conventions (integer labels in the model's class space):
 - Classification counts only labels in [0, num_classes); anything else (e.g. -1 or an index >= the
@@ -14,12 +15,13 @@ Label conventions (integer labels in the model's class space):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import faiss
 import numpy as np
-import torch
 
 from glyph_train.errors import GlyphTrainError
+from glyph_train.evaluation import amx_search
 
 HIT_CUTOFFS = (1, 5)  # plus k: hit_at_1, hit_at_5, hit_at_k
 # Upper bound on neighbour-table entries (queries x neighbours) held at once during the search.
@@ -145,118 +147,138 @@ def _build_index(x: np.ndarray) -> faiss.IndexFlatIP:
     return index
 
 
-# Neighbour search method: "faiss" (IndexFlatIP), "bf16" (bf16 candidates + fp32 re-rank) or "auto" (bf16 where
-# the hardware multiplies bf16 natively: AMX or AVX512-BF16). FAISS is the default: on AVX512-BF16 (Zen 4) the
-# re-rank measured 0.84x FAISS's speed and its retrieval_metrics were not identical (BENCHMARKS.md 5b).
-SEARCH_METHOD = "faiss"
-# bf16 candidates per query beyond the depth asked for; a query whose candidates cannot prove its top list
-# is searched again exactly (see _bf16_rerank_search).
-_RERANK_MARGIN = 32
-# Rows per chunk of the bf16 score matrix (chunk x N entries).
-_RERANK_CHUNK_ENTRIES = 1 << 25
-_BF16_UNIT_ROUNDOFF = 2.0**-8
-# |bf16 score - exact score| bound for unit vectors: inputs rounded to bf16 (2u + u^2 by Cauchy-Schwarz), the
-# output rounded to bf16 (u), fp32 accumulation and the fp32 re-rank itself (d * 2^-24 each, d <= 2^12 here),
-# and a little for norms that are 1 only to fp32 precision.
-_BF16_SCORE_ERROR = 3 * _BF16_UNIT_ROUNDOFF + _BF16_UNIT_ROUNDOFF**2 + 2 * 2.0**-12 + 1e-5
+# Neighbour search for retrieval_metrics: "faiss" (IndexFlatIP), "amx" (the fused bf16/fp32 kernel of
+# amx_search.py: 4.5x FAISS on 100k real embeddings on a 2-core AMX box, identical metrics, BENCHMARKS.md 5d)
+# or "auto" (amx where it can run: an AMX CPU and a C++ compiler, else faiss).
+SEARCH_METHOD = "auto"
+# Each query's list holds this many items past the depth its metrics read: if the last of them scores clearly
+# below the depth-th, no item outside the list can belong inside (see _canonical_neighbours).
+_GUARD_ITEMS = 16
 
 
-def native_bf16_matmul() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (otherwise torch emulates it, far slower than fp32)."""
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private torch API: absent -> False
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+def _fp32_error(dim: int) -> float:
+    """Bound on |fp32 dot product - exact| for vectors of norm <= 1, in any summation order (d * 2^-24, with room)."""
+    return 1.01 * dim * 2.0**-24 + 1e-7
 
 
 def search_method(method: str | None = None) -> str:
     method = method or SEARCH_METHOD
-    if method == "auto":
-        return "bf16" if native_bf16_matmul() else "faiss"
-    if method not in ("bf16", "faiss"):
-        raise ValueError(f"unknown search method {method!r} (auto, bf16 or faiss)")
-    return method
+    if method not in ("auto", "amx", "faiss"):
+        raise ValueError(f"unknown search method {method!r} (auto, amx or faiss)")
+    if method == "faiss":
+        return method
+    ok, reason = amx_search.available()
+    if method == "amx" and not ok:
+        raise GlyphTrainError(f"the AMX neighbour search cannot run here ({reason}); use the faiss search method")
+    return "amx" if ok else "faiss"
 
 
-class _LeaveOneOutSearch:
-    """Exact leave-one-out top-k over one set of normalised embeddings, searched repeatedly (batches of
-    queries at different depths). Every method returns an exact fp32 ranking, best score first. They can differ
-    only where scores tie: exactly (the re-rank puts the higher index first, as FAISS orders a tie group it
-    keeps whole; which members of a group straddling the last place FAISS keeps depends on its heap) or to
-    fp32 rounding (BLAS kernels sum the d products in different orders)."""
-
-    def __init__(self, x: np.ndarray, method: str | None = None):
-        self.x = x
-        self.method = search_method(method)
-        if self.method == "faiss":
-            self.index = _build_index(x)
-        else:
-            self.xt = torch.from_numpy(x)
-            self.xb = self.xt.to(torch.bfloat16)
-
-    def __call__(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k neighbours of x[queries] excluding each query's own index (not its first hit: identical
-        glyphs tie at similarity 1 and may rank before the query itself). Returns (scores, indices), each
-        (len(queries), min(k, N-1)), best first."""
-        queries = np.asarray(queries, dtype=np.int64)
-        depth = min(k, len(self.x) - 1)
-        if depth <= 0 or len(queries) == 0:
-            return np.zeros((len(queries), max(depth, 0)), np.float32), np.zeros((len(queries), max(depth, 0)), np.int64)
-        if self.method == "faiss":
-            return self._faiss(queries, depth)
-        return self._bf16_rerank(queries, depth)
-
-    def _faiss(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-        kk = depth + 1
-        scores, idx = self.index.search(self.x[queries], kk)
-        is_self = idx == queries[:, None]
-        # More than kk exact ties can push the query out of its own list: then all kk are equally good, drop the last.
-        is_self[~is_self.any(axis=1), -1] = True
-        keep = ~is_self
-        return scores[keep].reshape(len(queries), depth), idx[keep].reshape(len(queries), depth)
-
-    def _bf16_rerank(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-        """bf16 matrix product -> top (depth + margin) candidates -> exact fp32 scores of those, sorted.
-
-        The candidates prove a query's exact top `depth` when its depth-th exact score exceeds the lowest kept
-        bf16 score plus the bf16 error bound: every item left out scores at most that in fp32, so none can
-        enter or tie. Queries that cannot prove it (or that have every other item as a candidate anyway) are
-        ranked over all N in fp32."""
-        n = len(self.x)
-        width = min(depth + _RERANK_MARGIN, n - 1)
-        out_scores = np.empty((len(queries), depth), np.float32)
-        out_idx = np.empty((len(queries), depth), np.int64)
-        chunk = max(1, _RERANK_CHUNK_ENTRIES // n)
-        for s in range(0, len(queries), chunk):
-            q = torch.from_numpy(queries[s : s + chunk])
-            rows = torch.arange(len(q))
-            approx = self.xb[q] @ self.xb.T
-            approx[rows, q] = -torch.inf
-            floor, cand = approx.topk(width, dim=1)
-            floor = floor[:, -1].float()
-            cand, _ = cand.sort(dim=1, descending=True)  # the stable sort below then puts higher indices first
-            exact = torch.einsum("qd,qcd->qc", self.xt[q], self.xt[cand])
-            exact, order = (-exact).sort(dim=1, stable=True)
-            exact, cand = -exact[:, :depth], cand.gather(1, order[:, :depth])
-            proven = exact[:, -1] > floor + _BF16_SCORE_ERROR
-            if width < n - 1 and not bool(proven.all()):
-                redo = torch.nonzero(~proven).flatten()
-                exact[redo], cand[redo] = self._exact_rows(q[redo], depth)
-            out_scores[s : s + len(q)] = exact.numpy()
-            out_idx[s : s + len(q)] = cand.numpy()
-        return out_scores, out_idx
-
-    def _exact_rows(self, q: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
-        sims = self.xt[q] @ self.xt.T
-        sims[torch.arange(len(q)), q] = -torch.inf
-        neg, order = (-sims.flip(1)).sort(dim=1, stable=True)  # flipped: higher indices first among ties
-        return -neg[:, :depth], len(self.x) - 1 - order[:, :depth]
+def _faiss_neighbours(index: faiss.IndexFlatIP, x: np.ndarray, queries: np.ndarray,
+                      depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-`depth` neighbours of x[queries] excluding each query's own index (not its first hit: identical
+    glyphs tie at similarity 1 and may rank before the query itself). (scores, indices), best first."""
+    kk = depth + 1
+    scores, idx = index.search(x[queries], kk)
+    is_self = idx == queries[:, None]
+    # More than kk exact ties can push the query out of its own list: then all kk are equally good, drop the last.
+    is_self[~is_self.any(axis=1), -1] = True
+    keep = ~is_self
+    return scores[keep].reshape(len(queries), depth), idx[keep].reshape(len(queries), depth)
 
 
-def nearest_neighbours(embeddings: np.ndarray, queries: np.ndarray | list[int], k: int = 10,
-                       method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(embeddings: np.ndarray, queries: np.ndarray | list[int], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Leave-one-out top-k of some queries, e.g. for retrieval images in W&B: (cosine scores, indices), each
     (len(queries), min(k, N-1)), best first — FAISS's (D, I) order."""
     x = normalise(embeddings)
-    return _LeaveOneOutSearch(x, method)(np.asarray(queries, dtype=np.int64), k)
+    queries = np.asarray(queries, dtype=np.int64)
+    depth = min(k, len(x) - 1)
+    if depth <= 0 or len(queries) == 0:
+        return np.zeros((len(queries), max(depth, 0)), np.float32), np.zeros((len(queries), max(depth, 0)), np.int64)
+    return _faiss_neighbours(_build_index(x), x, queries, depth)
+
+
+def _faiss_plan(rows: np.ndarray, width: np.ndarray) -> list[tuple[np.ndarray, int]]:
+    """FAISS search batches: rows sorted by the list width they need, each batch searched to its widest, as
+    many as keep the neighbour table within _SEARCH_BUDGET entries (at least one row per batch)."""
+    order = rows[np.argsort(width[rows], kind="stable")]
+    plan, start = [], 0
+    while start < len(order):
+        cost = np.arange(1, len(order) - start + 1) * (width[order[start:]] + 1)
+        end = start + max(1, int(np.searchsorted(cost, _SEARCH_BUDGET, side="right")))
+        plan.append((order[start:end], int(width[order[end - 1]])))
+        start = end
+    return plan
+
+
+def _score_queries(values: dict[str, np.ndarray], batch: np.ndarray, nbr: np.ndarray, labels: np.ndarray,
+                   r: np.ndarray, cutoffs: list[int]) -> None:
+    """Fill each query's metrics from its neighbour list (best first; only the first max(k, R) are read)."""
+    rel = (labels[nbr] == labels[batch][:, None]) & (nbr >= 0)  # neighbour has the query's label
+    for c in cutoffs:
+        values[f"hit_at_{c}"][batch] = rel[:, :c].any(axis=1)
+    values["precision_at_1"][batch] = rel[:, 0]
+    # MAP@R (Musgrave et al. 2020): (1/R) * sum_{i<=R} precision@i * rel(i)
+    rb = r[batch]
+    rel_r = rel & (np.arange(rel.shape[1])[None, :] < rb[:, None])
+    precision_at_i = np.cumsum(rel_r, axis=1) / np.arange(1, rel.shape[1] + 1)
+    values["map_at_r"][batch] = (precision_at_i * rel_r).sum(axis=1) / rb
+
+
+def _canonical_neighbours(x: np.ndarray, queries: np.ndarray, scores: np.ndarray, nbr: np.ndarray,
+                          depth: np.ndarray) -> np.ndarray:
+    """Each query's first depth[i] neighbours in the canonical order: exact score (fp64 of the fp32 vectors)
+    descending, the higher index first among equal scores.
+
+    `scores`/`nbr` are any exact fp32 search's lists (FAISS's, the AMX kernel's), best first, with some items
+    past the depth. fp32 rounding (at most `_fp32_error` per score) can only swap items whose fp32 scores lie
+    within twice that: only those get fp64 scores, and each list is re-sorted with them (an item more than
+    twice the error from both neighbours keeps its place against any exact score). When the depth-th score is
+    not clearly above the last listed one, an item outside the list might belong inside: that query is ranked
+    over all items. Both searches give the same lists this way, which FAISS's own order does not even across
+    batch sizes."""
+    n, dim = x.shape
+    err = _fp32_error(dim)
+    rows = np.arange(len(queries))
+    listed = (nbr >= 0).sum(axis=1)
+    complete = (listed >= n - 1) | (scores[rows, depth - 1] - err > scores[rows, listed - 1] + err)
+    with np.errstate(invalid="ignore"):  # -inf - -inf past the list
+        close = (scores[:, :-1] - scores[:, 1:] <= 2 * err) & (nbr[:, 1:] >= 0)
+    # Entries that could swap with a neighbour, in the lists that need no brute force.
+    tied = np.zeros(nbr.shape, bool)
+    tied[:, :-1] |= close
+    tied[:, 1:] |= close
+    tied &= complete[:, None]
+    key = scores.astype(np.float64)
+    q, j = np.nonzero(tied)
+    for s in range(0, len(q), 1 << 16):
+        qs, js = q[s : s + (1 << 16)], j[s : s + (1 << 16)]
+        key[qs, js] = _exact_scores(x, queries[qs], nbr[qs, js])
+    resort = np.flatnonzero(tied.any(axis=1))
+    out = nbr.copy()
+    out[resort] = np.take_along_axis(nbr[resort], np.lexsort((-nbr[resort], -key[resort]), axis=1), axis=1)
+    for i in np.flatnonzero(~complete):  # brute force over every item
+        sims = _exact_scores(x, np.full(n, queries[i]), np.arange(n))
+        sims[queries[i]] = -np.inf
+        out[i, : depth[i]] = np.lexsort((-np.arange(n), -sims))[: depth[i]]
+    return out[:, : int(depth.max())]
+
+
+def _exact_scores(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """fp64 inner products of the rows a[i], b[i] of x (products of fp32 are exact in fp64), summed in one order
+    for every pair, so identical vectors score identically wherever they sit."""
+    return np.einsum("pd,pd->p", x[a], x[b], dtype=np.float64)
+
+
+def _search(x: np.ndarray, queries: np.ndarray, listed: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(rows of `queries`, fp32 scores, indices) in blocks: each query's listed[i] best other items, best first."""
+    if search_method() == "amx":
+        yield from amx_search.leave_one_out_topd(x, queries, listed)
+        return
+    index = _build_index(x)
+    for rows, width in _faiss_plan(np.arange(len(queries)), listed):
+        scores, nbr = _faiss_neighbours(index, x, queries[rows], width)
+        for s in range(0, len(rows), 1024):  # cache-sized blocks for what follows
+            yield rows[s : s + 1024], scores[s : s + 1024], nbr[s : s + 1024]
 
 
 def _retrieval_per_query(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -264,8 +286,10 @@ def _retrieval_per_query(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.
 
     Returns (query mask, {metric: per-item values}); a query is an item with a known label and at least one
     other item of that label. MAP@R needs each query's top R (R = number of other same-label items, which can
-    exceed k), so queries are searched in batches sorted by R, each batch with depth max(k, R_batch) + 1: exact
-    for every R while the neighbour table stays within _SEARCH_BUDGET entries.
+    exceed k), so every query is searched to depth max(k, R).
+
+    The search (FAISS, or the AMX kernel where it runs) lists _GUARD_ITEMS more per query, from which
+    `_canonical_neighbours` settles the order of near-ties: both searches give identical metrics.
     """
     n = len(labels)
     cutoffs = sorted({c for c in (*HIT_CUTOFFS, k) if c <= k})
@@ -281,36 +305,18 @@ def _retrieval_per_query(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.
     if not is_query.any():
         return is_query, values
 
-    search = _LeaveOneOutSearch(x)
-    order = np.flatnonzero(is_query)
-    order = order[np.argsort(r[order], kind="stable")]
-    table_width = np.minimum(np.maximum(k, r[order]), n - 1) + 1  # per query, non-decreasing
-    start = 0
-    while start < len(order):
-        # largest batch whose table (queries x widest row, widest = last) fits the budget; at least one query
-        cost = np.arange(1, len(order) - start + 1) * table_width[start:]
-        end = start + max(1, int(np.searchsorted(cost, _SEARCH_BUDGET, side="right")))
-        batch = order[start:end]
-        depth = int(table_width[end - 1]) - 1
-        start = end
-
-        _, nbr = search(batch, depth)
-        rel = labels[nbr] == labels[batch][:, None]  # neighbour has the query's label
-        for c in cutoffs:
-            values[f"hit_at_{c}"][batch] = rel[:, :c].any(axis=1)
-        values["precision_at_1"][batch] = rel[:, 0]
-        # MAP@R (Musgrave et al. 2020): (1/R) * sum_{i<=R} precision@i * rel(i)
-        rb = r[batch]
-        within_r = np.arange(rel.shape[1])[None, :] < rb[:, None]
-        rel_r = rel & within_r
-        precision_at_i = np.cumsum(rel_r, axis=1) / np.arange(1, rel.shape[1] + 1)
-        values["map_at_r"][batch] = (precision_at_i * rel_r).sum(axis=1) / rb
+    queries = np.flatnonzero(is_query)
+    depth = np.minimum(np.maximum(k, r[queries]), n - 1)
+    listed = np.minimum(depth + _GUARD_ITEMS, n - 1)
+    for rows, scores, nbr in _search(x, queries, listed):
+        top = _canonical_neighbours(x, queries[rows], scores, nbr, depth[rows])
+        _score_queries(values, queries[rows], top, labels, r, cutoffs)
     return is_query, values
 
 
 def retrieval_metrics(embeddings: np.ndarray, labels: np.ndarray, k: int = 10) -> dict:
-    """Exact leave-one-out retrieval (faiss.IndexFlatIP on normalised embeddings): hit@1/5/k, precision@1,
-    MAP@R over queries that have another item of their label; the others are counted, not scored."""
+    """Exact leave-one-out retrieval (cosine; FAISS IndexFlatIP's ranking, see SEARCH_METHOD): hit@1/5/k,
+    precision@1, MAP@R over queries that have another item of their label; the others are counted, not scored."""
     labels = np.asarray(labels, dtype=np.int64)
     is_query, values = _retrieval_per_query(normalise(embeddings), labels, k)
     out = {name: _mean(v, is_query) for name, v in values.items()}

@@ -155,12 +155,17 @@ CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # without them, CPU bf16 autocast 
 
 def cpu_bf16_flags(cpuinfo: str) -> list[str]:
     """The native-bf16 flags in /proc/cpuinfo's `flags` line (x86)."""
+    have = cpu_flags(cpuinfo)
+    return [f for f in CPU_BF16_FLAGS if f in have]
+
+
+def cpu_flags(cpuinfo: str) -> set[str]:
+    """The first `flags` line of /proc/cpuinfo's text (x86), as a set; empty if there is none."""
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "flags":
-            have = set(value.split())
-            return [f for f in CPU_BF16_FLAGS if f in have]
-    return []
+            return set(value.split())
+    return set()
 
 
 def check_world_size(accelerator: Accelerator, explicit: int = 0) -> None:
