@@ -11,10 +11,12 @@ All contenders compute `retrieval_metrics` on the same embeddings with the same 
   scores decide), settled the same way. Needs an AMX CPU and a C++ compiler.
 Reports median seconds, ratios, whether faiss and amx give identical metrics (JSON) and how far faiss_before is.
 
-Embeddings: `--embeddings FILE.npz` (arrays `embeddings` (N, D) and `labels` (N,), e.g. a model's embeddings
-of validation glyphs) or clustered synthetic vectors (`--n`, `--dim`, `--labels`, `--noise`).
+Embeddings: a trained export's embeddings of a seeded sample of a glyphs.db (`--export DIR --db DB --limit N`,
+every label of the sample, as validation embeds them; saved to `--embeddings FILE.npz` when that is given too),
+`--embeddings FILE.npz` alone (arrays `embeddings` (N, D) and `labels` (N,)), or clustered synthetic vectors
+(`--n`, `--dim`, `--labels`, `--noise`).
 
-    python bench/bench_faiss.py [--embeddings FILE.npz | --n 100000 --dim 128 --labels 2000 --noise 2] [--k 10] [--repeats 3] [--threads N]
+    python bench/bench_faiss.py [--export DIR --db DB --limit 100000] [--embeddings FILE.npz] [--n 100000 --dim 128 --labels 2000 --noise 2] [--k 10] [--repeats 3] [--threads N]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import os
 import statistics
 import time
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -64,6 +67,18 @@ def retrieval_faiss_before(embeddings: np.ndarray, labels: np.ndarray, k: int) -
     return out | {"num_queries": len(queries), "num_without_positive": int(n - len(queries))}
 
 
+def embed_sample(export: Path, db: Path, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The export's embeddings of `limit` glyphs of `db` (GlyphFilter's seeded sample), labels as ids."""
+    from glyph_train.corpus.db import GlyphFilter
+    from glyph_train.evaluation.evaluate import embed_selection
+    from glyph_train.model.export import load_export
+
+    model, _, config = load_export(export)
+    _, emb, names, _, _ = embed_selection(model, db, GlyphFilter(limit=limit, seed=0), int(config["img_size"]),
+                                          config.get("fit", "tight"), 256)
+    return emb.astype(np.float32), np.unique(np.asarray(names), return_inverse=True)[1].astype(np.int64)
+
+
 def with_method(method: str, x: np.ndarray, labels: np.ndarray, k: int) -> dict:
     metrics.SEARCH_METHOD = method
     try:
@@ -74,7 +89,11 @@ def with_method(method: str, x: np.ndarray, labels: np.ndarray, k: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--embeddings", help="npz with arrays embeddings (N, D) and labels (N,); else synthetic")
+    parser.add_argument("--export", type=Path, help="a trained export: embed --limit glyphs of --db with it")
+    parser.add_argument("--db", type=Path)
+    parser.add_argument("--limit", type=int, default=100_000)
+    parser.add_argument("--embeddings", help="npz with arrays embeddings (N, D) and labels (N,): read, or written "
+                                             "when --export is given; else synthetic vectors")
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--labels", type=int, default=2000, help="clusters/labels (about n/labels items each)")
@@ -85,7 +104,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    if args.embeddings:
+    if args.export:
+        x, labels = embed_sample(args.export, args.db, args.limit)
+        if args.embeddings:
+            np.savez(args.embeddings, embeddings=x, labels=labels)
+    elif args.embeddings:
         data = np.load(args.embeddings)
         x, labels = data["embeddings"].astype(np.float32), data["labels"].astype(np.int64)
     else:
@@ -112,7 +135,7 @@ def main() -> None:
     med = {name: statistics.median(t) for name, t in times.items()}
     before = results["faiss_before"]
     result = {
-        "embeddings": args.embeddings or f"synthetic n={args.n} dim={args.dim} labels={args.labels} noise={args.noise}",
+        "embeddings": f"{args.export} on {args.limit} glyphs of {args.db}" if args.export else args.embeddings or f"synthetic n={args.n} dim={args.dim} labels={args.labels} noise={args.noise}",
         "n": int(len(x)), "dim": int(x.shape[1]), "k": args.k, "threads": args.threads, "repeats": args.repeats,
         "amx": amx_reason, "faiss_version": faiss.__version__, "loadavg_at_end": load,
         "median_seconds": med,
