@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from glyph_train.errors import GlyphTrainError
 from glyph_train.evaluation.evaluate import evaluate_model, log_retrieval_examples
+from glyph_train.evaluation.metrics import describe_search
 from glyph_train.model.export import save_export
 from glyph_train.model.network import GlyphModel, check_model_name, param_groups
 from glyph_train.outputs import check_output_dir, check_outputs, existing_file
@@ -55,6 +56,8 @@ def train(cfg: TrainConfig) -> dict:
                       f"device {accelerator.device}, {torch.get_num_threads()} threads/process")
     accelerator.print(f"mixed precision {accelerator.mixed_precision} ({precision_reason}); "
                       f"torch.compile {accelerator.state.dynamo_plugin.backend.value.lower()}")
+    if accelerator.is_main_process:
+        print(f"retrieval search: {describe_search()}")
     set_seed(cfg.seed)
 
     data = load_training_data(cfg, accelerator)

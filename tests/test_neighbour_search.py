@@ -174,6 +174,15 @@ def test_auto_uses_the_amx_search_only_where_it_runs(monkeypatch):
         search_method("bf16")
 
 
+def test_run_logs_name_the_search_and_why(monkeypatch):
+    monkeypatch.setattr(amx_search, "available", lambda: (False, "the CPU lacks amx_bf16"))
+    assert metrics.describe_search() == "FAISS IndexFlatIP (exact; the CPU lacks amx_bf16)"
+    monkeypatch.setattr(amx_search, "available", lambda: (True, "AMX kernel"))
+    assert metrics.describe_search() == "AMX kernel (exact)"
+    monkeypatch.setattr(metrics, "SEARCH_METHOD", "faiss")
+    assert metrics.describe_search() == "FAISS IndexFlatIP (exact; SEARCH_METHOD = faiss)"
+
+
 def test_the_kernel_is_unavailable_with_a_reason_without_a_compiler(monkeypatch, tmp_path):
     monkeypatch.setenv("CXX", "no-such-compiler")
     monkeypatch.setattr(amx_search, "_cpu_flags", lambda: set(amx_search._CPU_FLAGS))

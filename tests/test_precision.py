@@ -89,6 +89,8 @@ def test_launch_config_bf16_trains_evaluates_and_exports(tmp_path: Path) -> None
     res = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"mixed precision bf16 (launch config {config})" in res.stdout
+    from glyph_train.evaluation.metrics import describe_search
+    assert f"retrieval search: {describe_search()}" in res.stdout
     assert yaml.safe_load((run / "config.yaml").read_text())["mixed_precision"] == "bf16"
 
     import torch

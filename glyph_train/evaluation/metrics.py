@@ -173,6 +173,14 @@ def search_method(method: str | None = None) -> str:
     return "amx" if ok else "faiss"
 
 
+def describe_search() -> str:
+    """Which search retrieval_metrics uses here, and why, for run logs."""
+    if search_method() == "amx":
+        return "AMX kernel (exact)"
+    why = "SEARCH_METHOD = faiss" if SEARCH_METHOD == "faiss" else amx_search.available()[1]
+    return f"FAISS IndexFlatIP (exact; {why})"
+
+
 def _faiss_neighbours(index: faiss.IndexFlatIP, x: np.ndarray, queries: np.ndarray,
                       depth: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-`depth` neighbours of x[queries] excluding each query's own index (not its first hit: identical
