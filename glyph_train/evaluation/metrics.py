@@ -323,8 +323,9 @@ def _retrieval_per_query(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.
 
 
 def retrieval_metrics(embeddings: np.ndarray, labels: np.ndarray, k: int = 10) -> dict:
-    """Exact leave-one-out retrieval (cosine; FAISS IndexFlatIP's ranking, see SEARCH_METHOD): hit@1/5/k,
-    precision@1, MAP@R over queries that have another item of their label; the others are counted, not scored."""
+    """Exact leave-one-out retrieval (cosine, ranked by exact score, ties to the higher index; see
+    _canonical_neighbours): hit@1/5/k, precision@1, MAP@R over queries that have another item of their label;
+    the others are counted, not scored."""
     labels = np.asarray(labels, dtype=np.int64)
     is_query, values = _retrieval_per_query(normalise(embeddings), labels, k)
     out = {name: _mean(v, is_query) for name, v in values.items()}
