@@ -12,6 +12,8 @@ digits) and Arabic separately, over glyphs whose true label the model knows:
   that label (the assignment gives a label one drawing), or its probability is below the threshold;
 - for the repaired font written at --repair-confidence: the share of seeded pseudo-words (Arabic and Latin)
   whose shaped glyph outline sequence equals the original font's.
+All of it twice from the same predictions, side by side: `script_prior` (label-font's default: probabilities
+reweighted by the scripts the font draws, inference/font_prior.py) and `model_only` (--no-script-prior).
 
     python bench/bench_label_font.py --checkpoint RUN/best FONT [FONT ...] [--thresholds 0.3,0.5,0.7,0.9]
         [--repair-confidence 0.5] [--words 300]
@@ -72,6 +74,30 @@ def outline_sequence(shaper: Shaper, text: str) -> list[str]:
     return [shaper.glyph_outline(info.codepoint) for info in buf.glyph_infos]
 
 
+def score_font(predicted, truth_by_gid: dict, known: set, thresholds: list[float], repair_confidence: float,
+               tally: dict, repaired: Path) -> None:
+    """Count one font's right and wrong labels into tally[group] and write its repaired copy to `repaired`."""
+    runs = {t: assign_font(predicted, t) for t in [0.0, *thresholds, repair_confidence]}
+    for t, result in runs.items():
+        taken = {g.label for g in result.glyphs}
+        for g in result.glyphs:
+            truth = truth_by_gid.get(g.glyph_id)
+            if truth is None or truth not in known or group(truth) is None:
+                continue
+            c = tally[group(truth)]
+            if t == 0.0:
+                c["glyphs"] += 1
+                c["argmax_right"] += g.argmax == truth
+                c["joint_right"] += g.label == truth
+            if t in thresholds:
+                c[f"labelled@{t}"] += g.label != UNKNOWN
+                c[f"right@{t}"] += g.label == truth
+            if t == repair_confidence and g.label == UNKNOWN and g.argmax == truth:
+                # what the CSV leaves unknown although the argmax was right: why
+                c["lost_to_another_glyph" if truth in taken else "lost_below_confidence"] += 1
+    write_repaired_font(predicted.font, repaired, runs[repair_confidence].assignment())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("fonts", nargs="+", type=Path)
@@ -83,8 +109,8 @@ def main() -> None:
     thresholds = [float(t) for t in args.thresholds.split(",")]
     predictor = Predictor(args.checkpoint)
     known = set(predictor.label_names)
-    tally = defaultdict(lambda: defaultdict(int))
-    shaping = defaultdict(lambda: [0, 0])
+    tally = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))  # variant -> group -> counter
+    shaping = defaultdict(lambda: defaultdict(lambda: [0, 0]))  # variant -> script -> [identical, words]
     t0 = time.perf_counter()
     print(f"load {os.getloadavg()[0]:.1f}; export {args.checkpoint} (T={predictor.temperature:.3f})", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,52 +119,38 @@ def main() -> None:
             before = Shaper(sfnt_data(font))
             truth_by_gid = known_labels(before)
             stripped = strip_font(font, Path(tmp) / f"stripped{font.suffix}")
-            predicted = predict_font(stripped, predictor)  # once: only the assignment depends on the threshold
-            runs = {t: assign_font(predicted, t) for t in [0.0, *thresholds, args.repair_confidence]}
-            for t, result in runs.items():
-                taken = {g.label for g in result.glyphs}
-                for g in result.glyphs:
-                    truth = truth_by_gid.get(g.glyph_id)
-                    if truth is None or truth not in known or group(truth) is None:
-                        continue
-                    key = group(truth)
-                    if t == 0.0:
-                        tally[key]["glyphs"] += 1
-                        tally[key]["argmax_right"] += g.argmax == truth
-                        tally[key]["joint_right"] += g.label == truth
-                    if t in thresholds:
-                        tally[key][f"labelled@{t}"] += g.label != UNKNOWN
-                        tally[key][f"right@{t}"] += g.label == truth
-                    if t == args.repair_confidence and g.label == UNKNOWN and g.argmax == truth:
-                        # what the CSV leaves unknown although the argmax was right: why
-                        tally[key]["lost_to_another_glyph" if truth in taken else "lost_below_confidence"] += 1
-            repaired = Path(tmp) / f"repaired{font.suffix}"
-            write_repaired_font(stripped, repaired, runs[args.repair_confidence].assignment())
-            after = Shaper(sfnt_data(repaired))
-            for script, letters in (("arabic", ARABIC_LETTERS), ("latin", LATIN_LETTERS)):
-                for word in words(letters, args.words, seed=len(script)):
-                    original = outline_sequence(before, word)
-                    if not all(original):
-                        continue  # the original font lacks a letter
-                    shaping[script][0] += outline_sequence(after, word) == original
-                    shaping[script][1] += 1
+            model_only = predict_font(stripped, predictor, script_prior=False)  # once: the rest is assignment
+            for variant, predicted in (("script_prior", model_only.with_script_prior()), ("model_only", model_only)):
+                repaired = Path(tmp) / f"repaired{font.suffix}"
+                score_font(predicted, truth_by_gid, known, thresholds, args.repair_confidence, tally[variant], repaired)
+                after = Shaper(sfnt_data(repaired))
+                for script, letters in (("arabic", ARABIC_LETTERS), ("latin", LATIN_LETTERS)):
+                    for word in words(letters, args.words, seed=len(script)):
+                        original = outline_sequence(before, word)
+                        if not all(original):
+                            continue  # the original font lacks a letter
+                        shaping[variant][script][0] += outline_sequence(after, word) == original
+                        shaping[variant][script][1] += 1
             print(f"{font.name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
-    if not tally:  # e.g. fonts HarfBuzz could not read: never report an empty result as a measurement
+    if not tally["model_only"]:  # e.g. fonts HarfBuzz could not read: never report an empty result as a measurement
         sys.exit("bench_label_font: no glyph of these fonts has a label the export knows; nothing to score")
     report = {}
-    for key, c in tally.items():
-        n = max(c["glyphs"], 1)
-        report[key] = {"glyphs": c["glyphs"], "argmax_accuracy": round(c["argmax_right"] / n, 4),
-                       "joint_accuracy": round(c["joint_right"] / n, 4),
-                       "at_threshold": {str(t): {"coverage": round(c[f"labelled@{t}"] / n, 4),
-                                                 "precision": round(c[f"right@{t}"] / max(c[f"labelled@{t}"], 1), 4),
-                                                 "accuracy": round(c[f"right@{t}"] / n, 4)}
-                                        for t in thresholds},
-                       f"argmax_right_but_unknown@{args.repair_confidence}": {
-                           "label_taken_by_another_glyph": c["lost_to_another_glyph"],
-                           "below_confidence": c["lost_below_confidence"]}}
-    report["words_shaped_identically"] = {s: {"share": round(a / max(b, 1), 4), "words": b}
-                                          for s, (a, b) in shaping.items()}
+    for variant, groups in tally.items():
+        report[variant] = {}
+        for key, c in groups.items():
+            n = max(c["glyphs"], 1)
+            report[variant][key] = {
+                "glyphs": c["glyphs"], "argmax_accuracy": round(c["argmax_right"] / n, 4),
+                "joint_accuracy": round(c["joint_right"] / n, 4),
+                "at_threshold": {str(t): {"coverage": round(c[f"labelled@{t}"] / n, 4),
+                                          "precision": round(c[f"right@{t}"] / max(c[f"labelled@{t}"], 1), 4),
+                                          "accuracy": round(c[f"right@{t}"] / n, 4)}
+                                 for t in thresholds},
+                f"argmax_right_but_unknown@{args.repair_confidence}": {
+                    "label_taken_by_another_glyph": c["lost_to_another_glyph"],
+                    "below_confidence": c["lost_below_confidence"]}}
+        report[variant]["words_shaped_identically"] = {s: {"share": round(a / max(b, 1), 4), "words": b}
+                                                       for s, (a, b) in shaping[variant].items()}
     print(f"load after {os.getloadavg()[0]:.1f}")
     print(json.dumps(report, indent=1))
 

@@ -274,6 +274,23 @@ def test_label_font_on_a_stripped_font_writes_csv_and_repaired_font(work, tmp_pa
     assert {r[1] for r in list(csv.reader((tmp_path / "strict.csv").open()))[1:]} == {"unknown"}
 
 
+def test_label_font_reports_the_fonts_scripts_and_no_script_prior_keeps_the_models_probabilities(work, tmp_path):
+    from glyph_train.inference.label_font import predict_font, write_csv
+    from glyph_train.inference.predictor import Predictor
+
+    rc, out = cli("label-font", work["stripped"], "--checkpoint", work["export"], "--out", tmp_path / "a.csv")
+    assert rc == 0 and "label-font: scripts " in out
+    rc, out = cli("label-font", work["stripped"], "--checkpoint", work["export"], "--out", tmp_path / "b.csv",
+                  "--no-script-prior")
+    assert rc == 0 and "label-font: scripts" not in out
+    model_only = predict_font(work["stripped"], Predictor(work["export"]), script_prior=False)
+    assert model_only.script_shares == {}
+    from glyph_train.inference.label_font import assign_font
+
+    write_csv(tmp_path / "expected.csv", assign_font(model_only).glyphs)
+    assert (tmp_path / "b.csv").read_text() == (tmp_path / "expected.csv").read_text()
+
+
 def test_one_prediction_assigned_at_each_threshold_equals_label_font_at_that_threshold(work):
     # bench_label_font predicts a font once and assigns at every --min-confidence it reports
     from glyph_train.inference.label_font import assign_font, label_font, predict_font

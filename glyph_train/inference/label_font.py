@@ -2,8 +2,10 @@
 
 Which character (and Arabic positional form) each glyph of a font is, from its outline and the font's
 vertical metrics only: glyph names, cmap and GSUB are what is broken or missing, so they are never read as
-evidence. Per glyph the model gives calibrated probabilities (softmax(logits / T), T from the export);
-then one label per glyph is chosen jointly for the whole font, since a font rarely draws one character
+evidence. Per glyph the model gives calibrated probabilities (softmax(logits / T), T from the export),
+reweighted by the scripts the font draws: each script's share of the font is estimated by EM over all its
+glyphs (inference/font_prior.py; --no-script-prior keeps the model's own). Then one label per glyph is
+chosen jointly for the whole font, since a font rarely draws one character
 twice: an optimal assignment (scipy's linear_sum_assignment) of glyphs to labels maximising the summed
 log-probability, where every glyph may instead be `unknown` at the cost of log(--min-confidence), or of
 log P(other) where the export has an other class (trained with --others-per-label: glyphs that are none of
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import math
 import os
@@ -54,6 +57,8 @@ def _probability(text: str) -> float:
 
 MIN_CONFIDENCE_FLAG = Flag("--min-confidence", "glyphs whose label is less likely than P are `unknown`",
                            DEFAULT_MIN_CONFIDENCE, type=_probability, metavar="P")
+SCRIPT_PRIOR_FLAG = Flag("--script-prior", "reweight the model's probabilities by each script's share of the font's "
+                         "glyphs, estimated by EM over the whole font (inference/font_prior.py)", True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--write-font", type=Path, metavar="OUT.ttf",
                         help="also write a repaired copy of the font: cmap + Arabic init/medi/fina GSUB from the labels")
     MIN_CONFIDENCE_FLAG.add(parser)
+    SCRIPT_PRIOR_FLAG.add(parser)
     FORWARD_BATCH_FLAG.add(parser)
 
 
@@ -83,6 +89,7 @@ class FontLabels:
     style: str
     glyphs: list[GlyphLabel]
     unrenderable: list[str]  # glyph names the renderer refused
+    script_shares: dict[str, float] = field(default_factory=dict)  # see FontPredictions
 
     def assignment(self) -> dict[str, str]:
         """glyph name -> label, for the glyphs that got one."""
@@ -101,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from glyph_train.inference.predictor import Predictor
 
     predictor = Predictor(args.checkpoint, batch_size=args.batch_size)
-    result = label_font(font, predictor, args.min_confidence)
+    result = label_font(font, predictor, args.min_confidence, args.script_prior)
     write_csv(args.out, result.glyphs)
     labelled = sum(g.label != UNKNOWN for g in result.glyphs)
     others = sum(g.argmax == OTHER_LABEL for g in result.glyphs)
@@ -109,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
           f"unknown (min confidence {args.min_confidence}"
           + (f"; {others} likeliest none of the model's labels" if predictor.other is not None else "")
           + f"); wrote {args.out}")
+    if result.script_shares:
+        shares = sorted(result.script_shares.items(), key=lambda kv: -kv[1])
+        print("label-font: scripts " + ", ".join(f"{name} {share:.2f}" for name, share in shares if share >= 0.01))
     if result.unrenderable:
         print(f"label-font: {len(result.unrenderable)} glyphs could not be rendered: {', '.join(result.unrenderable[:5])}",
               file=sys.stderr)
@@ -144,15 +154,33 @@ class FontPredictions:
     blank: list[tuple[int, str]]  # (glyph id, name) of glyphs that draw nothing
     label_names: list[str]
     top5: list[list[tuple[str, float]]]
+    script_shares: dict[str, float] = field(default_factory=dict)  # each script's share of the labelled glyphs'
+    # probability mass, once with_script_prior has reweighted probs by them (empty: the model's own)
 
     @property
     def unrenderable(self) -> list[str]:
         rendered = set(self.rows)
         return [r.glyph for k, r in enumerate(self.records) if k not in rendered]
 
+    def with_script_prior(self) -> FontPredictions:
+        """These predictions reweighted by the scripts the font draws (font_prior.py)."""
+        from glyph_train.inference.font_prior import adapt_to_font, label_scripts
 
-def predict_font(font: Path, predictor) -> FontPredictions:
-    """Render and predict every glyph of the font's default face."""
+        groups, names = label_scripts(self.label_names, other_class(self.label_names))
+        probs, shares = adapt_to_font(self.probs, groups)
+        return dataclasses.replace(self, probs=probs, top5=top_labels(self.label_names, probs),
+                                   script_shares=dict(zip(names, shares.tolist())))
+
+
+def top_labels(label_names: list[str], probs: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
+    """Each row's k likeliest labels with their probabilities, best first."""
+    k = min(k, probs.shape[1])
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [[(label_names[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
+
+
+def predict_font(font: Path, predictor, script_prior: bool = True) -> FontPredictions:
+    """Render and predict every glyph of the font's default face (reweighted by its scripts: --script-prior)."""
     from glyph_train.inference.sources import default_face, face_glyphs, glyph_names
 
     face = default_face(font)
@@ -163,9 +191,11 @@ def predict_font(font: Path, predictor) -> FontPredictions:
     rendered = predictor.render((k, r.contours, r.em) for k, r in enumerate(records))
     probs = predictor.predict(rendered.images).probs if rendered.keys else np.zeros((0, len(predictor.label_names)))
     gid_of = {name: gid for gid, name in enumerate(glyph_names(face))}
-    return FontPredictions(font, face.family_name, face.style_name, records, list(rendered.keys), probs,
+    names = list(predictor.label_names)
+    pred = FontPredictions(font, face.family_name, face.style_name, records, list(rendered.keys), probs,
                            [img.tobytes() for img in rendered.images], [(gid_of[n], n) for n in empty],
-                           list(predictor.label_names), predictor.top_labels(probs, 5))
+                           names, top_labels(names, probs))
+    return pred.with_script_prior() if script_prior else pred
 
 
 def assign_font(pred: FontPredictions, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> FontLabels:
@@ -184,12 +214,13 @@ def assign_font(pred: FontPredictions, min_confidence: float = DEFAULT_MIN_CONFI
     for gid, name in pred.blank:
         out.setdefault(gid, GlyphLabel(name, gid, UNKNOWN, 0.0, ""))
     glyphs = [out[g] for g in sorted(out)]
-    return FontLabels(pred.font, pred.family, pred.style, glyphs, pred.unrenderable)
+    return FontLabels(pred.font, pred.family, pred.style, glyphs, pred.unrenderable, pred.script_shares)
 
 
-def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> FontLabels:
+def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+               script_prior: bool = True) -> FontLabels:
     """Predict every glyph of the font's default face and assign labels jointly."""
-    return assign_font(predict_font(font, predictor), min_confidence)
+    return assign_font(predict_font(font, predictor, script_prior), min_confidence)
 
 
 def assign_labels(probs: np.ndarray, min_confidence: float, drawings: list | None = None,

@@ -66,8 +66,3 @@ class Predictor:
     def embedding_dim(self) -> int:
         return int(self.config["embedding_dim"])
 
-    def top_labels(self, probs: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
-        k = min(k, probs.shape[1])
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        return [[(self.label_names[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
-
