@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import io
 import math
 import os
@@ -153,9 +154,12 @@ class FontPredictions:
     drawings: list[bytes]  # rendered image bytes per row: identical drawings share a label
     blank: list[tuple[int, str]]  # (glyph id, name) of glyphs that draw nothing
     label_names: list[str]
-    top5: list[list[tuple[str, float]]]
-    script_shares: dict[str, float] = field(default_factory=dict)  # each script's share of the labelled glyphs'
-    # probability mass, once with_script_prior has reweighted probs by them (empty: the model's own)
+    script_shares: dict[str, float] = field(default_factory=dict)  # each script's estimated share of the font,
+    # once with_script_prior has reweighted probs by them (empty: probs are the model's own)
+
+    @functools.cached_property
+    def top5(self) -> list[list[tuple[str, float]]]:
+        return top_labels(self.label_names, self.probs)
 
     @property
     def unrenderable(self) -> list[str]:
@@ -168,8 +172,7 @@ class FontPredictions:
 
         groups, names = label_scripts(self.label_names, other_class(self.label_names))
         probs, shares = adapt_to_font(self.probs, groups)
-        return dataclasses.replace(self, probs=probs, top5=top_labels(self.label_names, probs),
-                                   script_shares=dict(zip(names, shares.tolist())))
+        return dataclasses.replace(self, probs=probs, script_shares=dict(zip(names, shares.tolist())))
 
 
 def top_labels(label_names: list[str], probs: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
@@ -191,10 +194,9 @@ def predict_font(font: Path, predictor, script_prior: bool = True) -> FontPredic
     rendered = predictor.render((k, r.contours, r.em) for k, r in enumerate(records))
     probs = predictor.predict(rendered.images).probs if rendered.keys else np.zeros((0, len(predictor.label_names)))
     gid_of = {name: gid for gid, name in enumerate(glyph_names(face))}
-    names = list(predictor.label_names)
     pred = FontPredictions(font, face.family_name, face.style_name, records, list(rendered.keys), probs,
                            [img.tobytes() for img in rendered.images], [(gid_of[n], n) for n in empty],
-                           names, top_labels(names, probs))
+                           list(predictor.label_names))
     return pred.with_script_prior() if script_prior else pred
 
 
