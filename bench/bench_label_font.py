@@ -119,18 +119,17 @@ def main() -> None:
             before = Shaper(sfnt_data(font))
             truth_by_gid = known_labels(before)
             stripped = strip_font(font, Path(tmp) / f"stripped{font.suffix}")
+            originals = {script: [(word, seq) for word in words(letters, args.words, seed=len(script))
+                                  if all(seq := outline_sequence(before, word))]  # else the font lacks a letter
+                         for script, letters in (("arabic", ARABIC_LETTERS), ("latin", LATIN_LETTERS))}
             model_only = predict_font(stripped, predictor, script_prior=False)  # once: the rest is assignment
             for variant, predicted in (("script_prior", model_only.with_script_prior()), ("model_only", model_only)):
                 repaired = Path(tmp) / f"repaired{font.suffix}"
                 score_font(predicted, truth_by_gid, known, thresholds, args.repair_confidence, tally[variant], repaired)
                 after = Shaper(sfnt_data(repaired))
-                for script, letters in (("arabic", ARABIC_LETTERS), ("latin", LATIN_LETTERS)):
-                    for word in words(letters, args.words, seed=len(script)):
-                        original = outline_sequence(before, word)
-                        if not all(original):
-                            continue  # the original font lacks a letter
-                        shaping[variant][script][0] += outline_sequence(after, word) == original
-                        shaping[variant][script][1] += 1
+                for script, shaped in originals.items():
+                    shaping[variant][script][0] += sum(outline_sequence(after, word) == seq for word, seq in shaped)
+                    shaping[variant][script][1] += len(shaped)
             print(f"{font.name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
     if not tally["model_only"]:  # e.g. fonts HarfBuzz could not read: never report an empty result as a measurement
         sys.exit("bench_label_font: no glyph of these fonts has a label the export knows; nothing to score")
