@@ -12,7 +12,7 @@ log P(other) where the export has an other class (trained with --others-per-labe
 its labels) and that is likelier. So a glyph gets a label only if it beats that threshold and its
 other-probability, and no glyph fits that label better. A drawing is one
 glyph here, not a glyph name: glyphs the model sees identically (a tabular and a proportional zero, say)
-are one candidate, and a copy the assignment left unknown takes its twin's label.
+are one candidate and share its label; the repaired font maps the first of them in glyph order.
 
 CSV (in glyph id order; glyphs that draw nothing are `unknown` with an empty top5):
     glyph,label,confidence,top5        top5 = label:prob;label:prob;...  (the glyph's own top 5)
@@ -29,7 +29,6 @@ import math
 import os
 import sys
 import tempfile
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,8 +92,13 @@ class FontLabels:
     script_shares: dict[str, float] = field(default_factory=dict)  # see FontPredictions
 
     def assignment(self) -> dict[str, str]:
-        """glyph name -> label, for the glyphs that got one."""
-        return {g.glyph: g.label for g in self.glyphs if g.label != UNKNOWN}
+        """glyph name -> label for the repaired font: per label, the first glyph (in glyph order) that has it.
+        Copies of one drawing share a label; fonts put a default glyph before its variants."""
+        first: dict[str, str] = {}
+        for g in self.glyphs:  # in glyph id order
+            if g.label != UNKNOWN:
+                first.setdefault(g.label, g.glyph)
+        return {glyph: label for label, glyph in first.items()}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -227,12 +231,26 @@ def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFID
 
 def assign_labels(probs: np.ndarray, min_confidence: float, drawings: list | None = None,
                   other: int | None = None) -> np.ndarray:
-    """Column index per row (-1 = unknown): at most one row per column, maximising the summed log-probability,
-    where leaving a row unknown scores log(min_confidence), or log(probs[row, other]) when that is higher:
-    `other` is the column of the export's other class, never assigned. Rows may only take one of their top
-    labels.
-    `drawings` (one hashable per row, e.g. the rendered image's bytes): a row left unknown whose drawing
-    equals that of rows given labels takes the one of those labels it finds most likely."""
+    """Column index per row (-1 = unknown): at most one drawing per column, maximising the summed
+    log-probability, where leaving a row unknown scores log(min_confidence), or log(probs[row, other]) when that
+    is higher: `other` is the column of the export's other class, never assigned. Rows may only take one of
+    their top labels.
+    `drawings` (one hashable per row, e.g. the rendered image's bytes): rows with equal drawings are one
+    candidate and all get its label. Fonts copy drawings (tabular and proportional figures, Arabic
+    presentation forms beside the shaped ones); were the copies separate candidates, all but one would be
+    pushed onto their second-best label, or take the label from the glyph that truly has it."""
+    if drawings is None:
+        return _assign_distinct(probs, min_confidence, other)
+    first: dict = {}
+    which = np.array([first.setdefault(d, len(first)) for d in drawings], dtype=np.int64)
+    merged = np.zeros((len(first), probs.shape[1]))
+    np.add.at(merged, which, probs)  # copies of a drawing have the same probabilities, up to batch rounding
+    merged /= np.bincount(which, minlength=len(first))[:, None]
+    return _assign_distinct(merged, min_confidence, other)[which]
+
+
+def _assign_distinct(probs: np.ndarray, min_confidence: float, other: int | None) -> np.ndarray:
+    """assign_labels for rows that are all different drawings."""
     from scipy.optimize import linear_sum_assignment
 
     n, c = probs.shape
@@ -258,14 +276,6 @@ def assign_labels(probs: np.ndarray, min_confidence: float, drawings: list | Non
     for r, col in zip(rows, cols):
         if col < len(columns) and columns[col] != other and probs[r, columns[col]] >= min_confidence:
             out[r] = columns[col]
-    if drawings is not None:
-        labels_of: dict = defaultdict(list)
-        for r in np.flatnonzero(out >= 0):
-            labels_of[drawings[r]].append(int(out[r]))
-        for r in np.flatnonzero(out < 0):
-            twins = labels_of.get(drawings[r])
-            if twins:
-                out[r] = max(twins, key=lambda j: probs[r, j])
     return out
 
 
