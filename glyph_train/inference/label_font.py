@@ -93,7 +93,7 @@ class FontLabels:
 
     def assignment(self) -> dict[str, str]:
         """glyph name -> label for the repaired font: per label, the first glyph (in glyph order) that has it.
-        Copies of one drawing share a label; fonts put a default glyph before its variants."""
+        Copies of one drawing share a label; fonts usually list a default glyph before its variants."""
         first: dict[str, str] = {}
         for g in self.glyphs:  # in glyph id order
             if g.label != UNKNOWN:
