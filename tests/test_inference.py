@@ -390,7 +390,8 @@ def test_identical_drawings_share_a_label():
 def test_a_copy_of_a_drawing_never_pushes_the_glyph_that_has_it_onto_another_label():
     """Fonts copy drawings: kaf's medial form and keheh's, a shaped form and its presentation-form glyph. As
     two candidates, at min confidence 0 one copy took the label and the other was pushed onto its second
-    choice (whichever glyph the cmap truly maps lost its label: 133 Arabic glyphs of the benchmark's fonts).
+    choice (when that was the glyph the cmap maps, the font lost the letter: 133 such (glyph, copy) pairs in
+    the Arabic fonts of bench_label_font).
     One candidate per drawing: both share the label."""
     from glyph_train.inference.label_font import assign_labels
 
