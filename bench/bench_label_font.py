@@ -4,7 +4,8 @@ For each font (use families the export never trained on): the truth is what the 
 (`{cp}_isol`) and the glyphs HarfBuzz shapes each joining letter to in init/medi/fina contexts
 (inference.sources.known_labels). The font is then stripped of cmap and GSUB and every glyph renamed
 glyphNNNNN (tests/fontfactory.strip_font), and labelled from outlines alone. Reported, Latin (letters and
-digits) and Arabic separately, over glyphs whose true label the model knows:
+digits), Arabic and the digits' figure variants (numerators ...) separately, over glyphs whose true label
+the model knows:
 - accuracy of the independent argmax and of the joint assignment (min confidence 0);
 - at each --min-confidence: coverage (share labelled), precision (share right among labelled) and accuracy
   (share right: what label-font's CSV gets right at that setting, unknown counting as wrong);
@@ -16,7 +17,7 @@ All of it twice from the same predictions, side by side: `script_prior` (label-f
 reweighted by the scripts the font draws, inference/font_prior.py) and `model_only` (--no-script-prior).
 
     python bench/bench_label_font.py --checkpoint RUN/best FONT [FONT ...] [--thresholds 0.3,0.5,0.7,0.9]
-        [--repair-confidence 0.5] [--words 300]
+        [--repair-confidence 0.5] [--words 300] [--score-labels launch/label_font_labels.txt]
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from fontfactory import strip_font  # noqa: E402
 
+from glyph_train.corpus.db import parse_label_list  # noqa: E402
 from glyph_train.corpus.fonts import sfnt_data  # noqa: E402
 from glyph_train.corpus.shaping import Shaper  # noqa: E402
-from glyph_train.corpus.unicode_data import char_class  # noqa: E402
+from glyph_train.corpus.unicode_data import FIGURE_FEATURES, char_class  # noqa: E402
 from glyph_train.inference.label_font import UNKNOWN, assign_font, predict_font  # noqa: E402
 from glyph_train.inference.predictor import Predictor  # noqa: E402
 from glyph_train.inference.repair import write_repaired_font  # noqa: E402
@@ -52,7 +54,12 @@ LATIN_LETTERS = [chr(c) for c in range(0x41, 0x5B)] + [chr(c) for c in range(0x6
 
 
 def group(label: str) -> str | None:
-    cp = int(label.split("_")[0])
+    """Where a true label is scored: latin (ASCII letters and digits), arabic, figures (the digits' figure
+    variants, scored apart: exports trained before them have no class for them), or not at all."""
+    head, form = label.split("_", 1)
+    if form in FIGURE_FEATURES:
+        return "figures"
+    cp = int(head)
     cls = char_class(cp)
     if cls == "arabic":
         return "arabic"
@@ -105,10 +112,15 @@ def main() -> None:
     ap.add_argument("--thresholds", default="0.3,0.5,0.7,0.8,0.9,0.95")
     ap.add_argument("--repair-confidence", type=float, default=0.5)
     ap.add_argument("--words", type=int, default=300)
+    ap.add_argument("--score-labels", metavar="FILE|LIST",
+                    help="score only glyphs whose true label is one of these (labels file or comma list), so that "
+                         "exports with more classes are compared on the same glyphs; default: every label it knows")
     args = ap.parse_args()
     thresholds = [float(t) for t in args.thresholds.split(",")]
     predictor = Predictor(args.checkpoint)
     known = set(predictor.label_names)
+    if args.score_labels:
+        known &= set(parse_label_list(args.score_labels))
     tally = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))  # variant -> group -> counter
     shaping = defaultdict(lambda: defaultdict(lambda: [0, 0]))  # variant -> script -> [identical, words]
     t0 = time.perf_counter()

@@ -4,8 +4,10 @@ A fixed list of held-out families (below: Arabic naskh, kufi, ruqaa, nastaliq an
 Latin serif, sans, slab, mono, display, script and handwriting) is kept out of training entirely; every
 other family of the DB trains. A held-out family also takes out every family whose name extends it
 ("Reem Kufi" takes "Reem Kufi Fun", "Aref Ruqaa" takes "Aref Ruqaa Ink"): a variant of the same design
-would leak it. Two label sets:
+would leak it. Label sets (--sets; a labels file of one's own works too, named by its stem):
   core  launch/core_labels.txt (ASCII letters and digits, every positional form of U+0621–U+064A)
+  label-font  launch/label_font_labels.txt (core, and classes for what took core labels in label-font: the
+        digits' figure variants, Arabic-Indic digits, Persian and Urdu letters, Latin look-alikes)
   full  every label drawn by at least 20 training families (Latin extended, Greek, Cyrillic, digits,
         punctuation, Arabic forms)
 For each set: training and held-out DBs are written under --out (the source DB is only read), the trainer
@@ -34,9 +36,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from glyph_train.cache.splits import family_key  # noqa: E402
+from glyph_train.corpus.db import parse_label_list  # noqa: E402
 from glyph_train.corpus.fontsource import package_name  # noqa: E402
 
 CORE_LABELS = REPO / "launch" / "core_labels.txt"
+LABEL_FILES = {"core": CORE_LABELS, "label-font": REPO / "launch" / "label_font_labels.txt"}
 FULL_MIN_FAMILIES = 20
 
 # family -> style. Never trained on; all come from npm's @fontsource (none is in the fontpkg corpus).
@@ -205,7 +209,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, help="glyphs.db with the held-out families (default: build OUT/glyphs.db)")
     parser.add_argument("--out", type=Path, default=Path("runs/unseen"))
-    parser.add_argument("--sets", default="core,full", help="label sets to run: core, full or both")
+    parser.add_argument("--sets", default="core,full", help="label sets to run, comma-separated: core, label-font, full or a labels file")
     parser.add_argument("--fontsource", default="arabic", metavar="SETS",
                         help="@fontsource sets of the corpus built without --db (build-db --fontsource), "
                              "e.g. arabic,default for the bigger Latin corpus")
@@ -221,11 +225,15 @@ def main() -> None:
     held, keys = split_fonts(db)
     print(f"{sum(f is None for f in held.values())} training fonts, {sum(f is not None for f in held.values())} "
           f"held-out fonts of {len(HELD_OUT)} families", flush=True)
-    label_sets = {"core": [ln.split("#")[0].strip() for ln in CORE_LABELS.read_text().splitlines()]}
-    label_sets["core"] = [lab for lab in label_sets["core"] if lab]
     results = []
     for name in args.sets.split(","):
-        labels = label_sets[name] if name == "core" else full_labels(db, held, keys)
+        if name == "full":
+            labels = full_labels(db, held, keys)
+        elif name in LABEL_FILES or Path(name).is_file():  # a set's labels file, or one of one's own
+            labels = list(parse_label_list(str(LABEL_FILES.get(name, name))))
+            name = name if name in LABEL_FILES else Path(name).stem
+        else:
+            sys.exit(f"bench_unseen: --sets {name}: not {', '.join([*LABEL_FILES, 'full'])} nor a labels file")
         results.append(run_set(name, labels, db, args.out, held, [*RECIPE, *extra], args.eval_limit))
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
     report = "\n\n".join(table(r) for r in results)

@@ -26,6 +26,19 @@ def test_held_out_list_covers_the_styles():
     assert {package_name(f) for f in bench.HELD_OUT} <= listed
 
 
+def test_label_sets_are_files_of_well_formed_labels_and_label_font_extends_core():
+    from glyph_train.corpus.db import parse_label_list
+    from glyph_train.corpus.unicode_data import FIGURE_FEATURES, LABEL_FORMS
+
+    sets = {name: parse_label_list(str(path)) for name, path in bench.LABEL_FILES.items()}
+    for labels in sets.values():
+        assert all(head.isdigit() and form in LABEL_FORMS for head, form in (lab.split("_") for lab in labels))
+    assert len(sets["core"]) == 202 and set(sets["core"]) < set(sets["label-font"])
+    extra = set(sets["label-font"]) - set(sets["core"])
+    assert {f"{cp}_{feature}" for cp in range(0x30, 0x3A) for feature in FIGURE_FEATURES} < extra
+    assert {"1633_isol", "1777_isol"} < extra  # Arabic-Indic and Extended Arabic-Indic one
+
+
 def test_a_held_out_family_takes_its_variants_and_weights_along():
     assert bench.held_out_of("Reem Kufi Fun") == "Reem Kufi"
     assert bench.held_out_of("Aref Ruqaa Ink") == "Aref Ruqaa"

@@ -7,6 +7,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import pytest
+from fontTools.feaLib.builder import addOpenTypeFeaturesFromString
 from fontTools.fontBuilder import FontBuilder
 from fontTools.pens.boundsPen import BoundsPen
 from fontTools.pens.t2CharStringPen import T2CharStringPen
@@ -16,6 +17,7 @@ from fontTools.ttLib.ttCollection import TTCollection
 from glyph_train.cli import main
 from glyph_train.corpus.build_db import build_db
 from glyph_train.corpus.fonts import fontpkg_font_files
+from glyph_train.corpus.unicode_data import FIGURE_FEATURES
 
 AMIRI = Path(str(files("fontpkg_amiri") / "files" / "Amiri-Regular.ttf"))
 ABRIL = Path(str(files("fontpkg_abril_fatface") / "files" / "AbrilFatface-Regular.ttf"))
@@ -78,10 +80,12 @@ def test_arabic_letters_get_their_joining_forms(amiri_db):
 def test_rows_cover_printable_bmp_cmap_only(amiri_db):
     labels = {label for (label,) in rows(amiri_db, "SELECT label FROM glyphs")}
     cps = {int(label.split("_")[0]) for label in labels}
+    assert {f"{cp}_numr" for cp in range(0x30, 0x3A)} <= labels  # Amiri's numerators
     assert 32 not in cps and 0xA0 not in cps  # whitespace has no outline and no row
     assert not any(0xFB50 <= cp <= 0xFEFF for cp in cps)  # presentation forms come from shaping
     assert all(cp <= 0xFFFF for cp in cps)
-    assert all(label.endswith("_isol") for label in labels if int(label.split("_")[0]) < 0x600)
+    latin = [label for label in labels if int(label.split("_")[0]) < 0x600]
+    assert all(label.endswith("_isol") or label.split("_")[1] in FIGURE_FEATURES for label in latin)
     cmap = TTFont(AMIRI).getBestCmap()
     assert cps <= set(cmap)
     ids = [glyph_id for (glyph_id,) in rows(amiri_db, "SELECT glyph_id FROM glyphs")]
@@ -113,6 +117,36 @@ def read_users_format(text: str) -> list[list[tuple[float, float]]]:
         assert subpath[-1] == ["closePath", None]
         out.append(points)
     return out
+
+
+def test_figure_variants_get_rows_of_their_own_once_per_glyph(tmp_path):
+    """Numerators, superiors ... are unmapped glyphs reached by GSUB; each gets a `{cp}_{feature}` row with
+    the glyph that feature gives, once: superiors that are the numerators' glyphs are not drawn twice, and a
+    glyph the cmap maps (U+00B3's superior three) is that character's row, not a variant."""
+    font = TTFont(ABRIL)
+    for table in font["cmap"].tables:  # a, b, c become unmapped glyphs standing in for the variants
+        for cp in (0x61, 0x62, 0x63):
+            table.cmap.pop(cp, None)
+    addOpenTypeFeaturesFromString(font, "\n".join([
+        "languagesystem DFLT dflt;", "languagesystem latn dflt;",
+        "feature numr { sub zero by a; } numr;",
+        "feature sups { sub zero by a; sub one by c; } sups;",  # zero's superior is its numerator
+        "feature dnom { sub one by b; sub two by two; } dnom;",  # two's denominator is two itself
+        "feature sinf { sub two by d; } sinf;",  # d is mapped: the letter's glyph, not a variant
+    ]))
+    src = tmp_path / "figures.ttf"
+    font.save(src)
+    db = tmp_path / "glyphs.db"
+    build_db(db, [src])
+    got = glyphs_by_label(db)
+    variants = sorted(label for label in got if label.split("_")[1] in FIGURE_FEATURES)
+    assert variants == ["48_numr", "49_dnom", "49_sups"]
+    build_db(tmp_path / "abril.db", [ABRIL])
+    letters = glyphs_by_label(tmp_path / "abril.db")
+    assert (got["48_numr"][0], got["49_dnom"][0], got["49_sups"][0]) == \
+        (letters["97_isol"][0], letters["98_isol"][0], letters["99_isol"][0])
+    assert got["48_numr"][1:] == ("NO_JOIN", "digit")
+    assert "97_isol" not in got and got["100_isol"] == letters["100_isol"]
 
 
 def test_every_row_build_db_writes_parses_as_the_users_format(amiri_db):

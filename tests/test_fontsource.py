@@ -97,6 +97,22 @@ def test_codepoints_go_to_the_subset_whose_range_holds_them(cache):
     assert shaper.form_outline(0x0628, "init") and shaper.glyph_outline(cmap[0x41])
 
 
+def test_figure_variants_come_from_the_subset_that_has_the_digit():
+    """A family's digits may sit in another subset file than its first: the variants are that file's."""
+    from fontfactory import fontpkg_file
+
+    from glyph_train.corpus.shaping import Shaper
+
+    abril = fontpkg_file("fontpkg_abril_fatface", "AbrilFatface-Regular.ttf")
+    amiri = fontpkg_file("fontpkg_amiri", "Amiri-Regular.ttf")  # has numerators and denominators
+    shaper = SubsetShaper([(abril, ((0x41, 0x5A),)), (amiri, ((0x30, 0x39),))])
+    variants, own = shaper.figure_variants(0x33), Shaper(amiri.read_bytes())
+    assert [feature for feature, _ in variants] == ["numr", "dnom"]
+    assert [(f, shaper.glyph_outline(gid)) for f, gid in variants] == \
+        [(f, own.glyph_outline(gid)) for f, gid in own.figure_variants(0x33)]
+    assert SubsetShaper([(abril, ((0x30, 0x39),))]).figure_variants(0x33) == []  # Abril has none
+
+
 def test_family_from_another_source_is_not_added_twice(cache, tmp_path):
     faces = package_faces(cache / "lateef")
     conn = sqlite3.connect(":memory:")

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import uharfbuzz as hb
 from fontTools.ttLib import TTFont
+from fontfactory import fontpkg_file, strip_font, subset_font
 from PIL import Image
 
 from glyph_train.cli import main
@@ -314,12 +315,12 @@ def test_label_font_never_overwrites_the_input(work, tmp_path, capsys):
     assert "input" in capsys.readouterr().err
 
 
-def shape(path: Path, text: str) -> list[int]:
+def shape(path: Path, text: str, feature: str | None = None) -> list[int]:
     font = hb.Font(hb.Face(path.read_bytes()))
     buf = hb.Buffer()
     buf.add_str(text)
     buf.guess_segment_properties()
-    hb.shape(font, buf, {})
+    hb.shape(font, buf, {feature: True} if feature else {})
     return [info.codepoint for info in buf.glyph_infos]
 
 
@@ -343,6 +344,26 @@ def test_repaired_font_shapes_arabic_like_the_original(work, tmp_path):
     assert shape(out, "ببب")[1] != shape(out, "ب")[0]
     assert main(["label-font", str(work["stripped"]), "--checkpoint", str(work["export"]), "--out",
                  str(tmp_path / "x.csv"), "--write-font", str(work["stripped"])]) == 2
+
+
+def test_repaired_font_substitutes_the_figure_variants(tmp_path):
+    """A digit's numerator and denominator (labels 51_numr, 51_dnom: unmapped glyphs the font reaches through
+    GSUB) go back into the repaired font as numr/dnom substitutions from the digit."""
+    from glyph_train.corpus.shaping import Shaper
+    from glyph_train.inference.repair import write_repaired_font
+    from glyph_train.inference.sources import known_labels
+
+    src = subset_font(fontpkg_file("fontpkg_amiri", "Amiri-Regular.ttf"), tmp_path / "digits.ttf", "0123",
+                      features=("numr", "dnom"))
+    stripped, out = strip_font(src, tmp_path / "stripped.ttf"), tmp_path / "repaired.ttf"
+    truth = known_labels(Shaper(src.read_bytes()))
+    assert sorted(truth.values()) == sorted(f"{cp}_{form}" for cp in range(48, 52) for form in ("isol", "numr", "dnom"))
+    names = TTFont(stripped).getGlyphOrder()
+    report = write_repaired_font(stripped, out, {names[gid]: label for gid, label in truth.items()})
+    assert not report.unmapped and len(report.substitutions["numr"]) == len(report.substitutions["dnom"]) == 4
+    for feature in ("numr", "dnom"):
+        assert shape(out, "0123", feature) == shape(src, "0123", feature) != shape(out, "0123")
+    assert shape(out, "0123") == shape(src, "0123")
 
 
 def test_joint_assignment_gives_each_label_one_glyph():

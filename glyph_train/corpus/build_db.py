@@ -2,8 +2,9 @@
 font files into a glyphs.db.
 
 Each face (TTC member, variable-font named instance) is one `fonts` row; each printable BMP character
-in its cmap is one `glyphs` row per positional form. Faces already in OUT.db (by content hash and
-instance) are not read again, so re-running only adds what is new. Faces are read in worker processes;
+in its cmap is one `glyphs` row per positional form, and each ASCII digit one more per figure variant the
+font's GSUB has (numerator, denominator, superior, inferior: labels like `51_numr`). Faces already in OUT.db
+(by content hash and instance) are not read again, so re-running only adds what is new. Faces are read in worker processes;
 the main process alone writes, one transaction per face, so an interrupted run leaves whole faces only.
 Several build-db processes may add to one OUT.db at once: each face's transaction takes the write lock
 first (waiting for the others) and re-checks the face and the next glyph id under it.
@@ -172,7 +173,7 @@ def build_db(out: Path, inputs: Sequence[str | Path], fontpkg: bool = False,
 
 
 def font_glyph_rows(shaper: Shaper, char_classes: frozenset[str] | None = None) -> list[GlyphRow]:
-    """One row per listed cmap character and positional form that draws something."""
+    """One row per listed cmap character and positional form that draws something, and per figure variant."""
     rows: list[GlyphRow] = []
     for cp, gid in sorted(shaper.cmap().items()):
         if not is_listed(cp):
@@ -188,6 +189,10 @@ def font_glyph_rows(shaper: Shaper, char_classes: frozenset[str] | None = None) 
             outline = shaper.glyph_outline(gid) if len(forms) == 1 else shaper.form_outline(cp, form)
             if outline:
                 rows.append((label(cp, form), outline, group, cls))
+        for feature, variant in shaper.figure_variants(cp):
+            outline = shaper.glyph_outline(variant)
+            if outline:
+                rows.append((label(cp, feature), outline, group, cls))
     return rows
 
 

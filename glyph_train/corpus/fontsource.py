@@ -233,6 +233,12 @@ class SubsetShaper:
             self.cmap()
         return self.parts[self._owner[cp]][0].form_outline(cp, form)
 
+    def figure_variants(self, cp: int) -> list[tuple[str, tuple[int, int]]]:
+        if not self._owner:
+            self.cmap()
+        part = self._owner[cp]
+        return [(feature, (part, gid)) for feature, gid in self.parts[part][0].figure_variants(cp)]
+
 
 def package_faces(pkg: Path) -> list[FontsourceFace]:
     """One face per (weight, style) of an unpacked package; raises FontError naming what is wrong."""

@@ -1,5 +1,6 @@
-"""Glyph outlines as contours JSON: a character's nominal glyph, or an Arabic letter's positional form
-shaped by HarfBuzz in a ZWJ context, with every glyph the letter became placed where HarfBuzz put it.
+"""Glyph outlines as contours JSON: a character's nominal glyph, an Arabic letter's positional form
+shaped by HarfBuzz in a ZWJ context, with every glyph the letter became placed where HarfBuzz put it, or a
+digit's figure variant (numerator, superior ...) reached through its GSUB feature.
 
 HarfBuzz draws the outlines too: it decomposes components and applies a variable font's location in C,
 an order of magnitude faster than fontTools' interpolating glyph set, and it is the same engine that
@@ -9,10 +10,12 @@ TrueType outlines come out as fontTools' DecomposingRecordingPen records them.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from itertools import chain
 
 import uharfbuzz as hb
+
+from glyph_train.corpus.unicode_data import FIGURE_FEATURES, FIGURES
 
 ZWJ = 0x200D
 
@@ -135,11 +138,36 @@ class Shaper:
         nominal = self.font.get_nominal_glyph
         return {cp: nominal(cp) for cp in self.face.unicodes}
 
+    @cached_property
+    def mapped_glyphs(self) -> frozenset[int]:
+        return frozenset(self.cmap().values())
+
     def glyph_outline(self, gid: int) -> str:
         """A glyph's outline at the origin as contours JSON, components decomposed; '' if it draws nothing."""
         pen = ContourPen()
         self.font.draw_glyph_with_pen(gid, pen)
         return pen.json()
+
+    def figure_variants(self, cp: int) -> list[tuple[str, int]]:
+        """(feature, glyph id) of each FIGURE_FEATURES glyph of a digit that no cmap entry maps, each glyph once:
+        a font whose superiors are its numerators gives them under 'numr' only, and a superior three that is
+        U+00B3's glyph is that character's, not a variant. The one reading of figure variants: build-db draws
+        these, and inference reads a font's own labels from them."""
+        nominal = self.font.get_nominal_glyph(cp)
+        if cp not in FIGURES or not nominal:
+            return []
+        seen, out = set(self.mapped_glyphs), []
+        for feature in FIGURE_FEATURES:
+            buf = hb.Buffer()
+            buf.add_codepoints([cp])
+            buf.guess_segment_properties()
+            buf.language = "und"  # not the process locale's
+            hb.shape(self.font, buf, {feature: True})
+            infos = buf.glyph_infos
+            if len(infos) == 1 and infos[0].codepoint and infos[0].codepoint not in seen:
+                seen.add(infos[0].codepoint)
+                out.append((feature, infos[0].codepoint))
+        return out
 
     def form_glyphs(self, cp: int, form: str) -> list[tuple[int, float, float]]:
         """The glyphs the letter becomes when shaped in the form's ZWJ context, each (glyph id, x, y) placed

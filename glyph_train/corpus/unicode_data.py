@@ -11,6 +11,12 @@ from functools import lru_cache
 from importlib.resources import files
 
 FORMS: tuple[str, ...] = ("isol", "init", "medi", "fina")
+# Figure variants build-db draws through these GSUB features, labelled like forms ('51_numr'): numerators,
+# denominators, superiors and inferiors are drawn like the digit only smaller, and fonts leave them unmapped.
+# A model without classes for them reads them as the digit itself, and they take its label in label-font.
+FIGURE_FEATURES: tuple[str, ...] = ("numr", "dnom", "sups", "sinf")
+FIGURES = range(0x30, 0x3A)  # the ASCII digits, which have the figure variants
+LABEL_FORMS: tuple[str, ...] = FORMS + FIGURE_FEATURES  # what follows the code point in a label
 CHAR_CLASSES: tuple[str, ...] = (
     "diacritic", "digit", "punctuation", "symbol", "arabic", "latin", "greek", "cyrillic", "other",
 )

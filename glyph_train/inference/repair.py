@@ -1,7 +1,8 @@
-"""A repaired copy of a font from glyph labels: a new cmap for the `{cp}_isol` labels and, for Arabic, GSUB
-`init`/`medi`/`fina` single substitutions from each letter's isolated glyph to its predicted form, built with
-fontTools feaLib, so HarfBuzz shapes text with it. The input font is never written (a copy goes to OUT by a
-temporary file and a rename). The old cmap and GSUB are replaced, not merged: they are what was broken.
+"""A repaired copy of a font from glyph labels: a new cmap for the `{cp}_isol` labels and GSUB single
+substitutions from each character's isolated glyph to its other predicted forms (Arabic `init`/`medi`/`fina`,
+a digit's `numr`/`dnom`/`sups`/`sinf` figures), built with fontTools feaLib, so HarfBuzz shapes text with it.
+The input font is never written (a copy goes to OUT by a temporary file and a rename). The old cmap and GSUB
+are replaced, not merged: they are what was broken.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from fontTools.feaLib.error import FeatureLibError
 from fontTools.ttLib import TTFont, TTLibError, newTable
 from fontTools.ttLib.tables._c_m_a_p import CmapSubtable
 
+from glyph_train.corpus.unicode_data import LABEL_FORMS
 from glyph_train.errors import GlyphTrainError
 
-LABEL = re.compile(r"^(\d+)_(isol|init|medi|fina)$")
+LABEL = re.compile(rf"^(\d+)_({'|'.join(LABEL_FORMS)})$")
 FEA_GLYPH = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.\-]{0,62}$")  # names feaLib takes as they are (escaped with '\')
-POSITIONAL = ("init", "medi", "fina")
+SUBSTITUTED = tuple(f for f in LABEL_FORMS if f != "isol")  # GSUB features from the isolated glyph to the form
 
 
 @dataclass
@@ -37,13 +39,13 @@ class RepairReport:
 
 
 def plan_repair(assignment: dict[str, str]) -> RepairReport:
-    """What goes into the font for {glyph name: label}: cmap entries and positional substitutions."""
-    report = RepairReport(substitutions={f: {} for f in POSITIONAL})
+    """What goes into the font for {glyph name: label}: cmap entries and substitutions to the other forms."""
+    report = RepairReport(substitutions={f: {} for f in SUBSTITUTED})
     forms: dict[int, dict[str, str]] = defaultdict(dict)
     for glyph, label in sorted(assignment.items()):
         m = LABEL.match(label)
         if not m:
-            report.unmapped.append(f"{glyph}: label {label} is not {{code point}}_{{isol|init|medi|fina}}")
+            report.unmapped.append(f"{glyph}: label {label} is not {{code point}}_{{{'|'.join(LABEL_FORMS)}}}")
             continue
         cp, form = int(m.group(1)), m.group(2)
         if cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
@@ -57,7 +59,7 @@ def plan_repair(assignment: dict[str, str]) -> RepairReport:
         isol = by_form.get("isol")
         if isol is not None:
             report.cmap[cp] = isol
-        for form in POSITIONAL:
+        for form in SUBSTITUTED:
             glyph = by_form.get(form)
             if glyph is None:
                 continue
@@ -69,7 +71,7 @@ def plan_repair(assignment: dict[str, str]) -> RepairReport:
 
 
 def write_repaired_font(src: Path, out: Path, assignment: dict[str, str]) -> RepairReport:
-    """Write a copy of `src` with a cmap and Arabic positional GSUB built from `assignment` to `out`."""
+    """Write a copy of `src` with a cmap and GSUB built from `assignment` to `out`."""
     src, out = Path(src), Path(out)
     if out.resolve() == src.resolve() or (out.exists() and os.path.samefile(out, src)):
         raise GlyphTrainError(f"--write-font {out} is the input font; choose another path")

@@ -20,7 +20,7 @@ import numpy as np
 
 from glyph_train.cache.raster import RenderParams, render
 from glyph_train.corpus.font_rows import EmBox
-from glyph_train.corpus.unicode_data import FORMS
+from glyph_train.corpus.unicode_data import LABEL_FORMS
 from glyph_train.errors import GlyphTrainError
 from glyph_train.flags import positive_int
 from glyph_train.inference.index import INDEX_FLAG, GlyphIndex, load_index
@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--char", metavar="C", help="a character (or U+XXXX) to find look-alikes of")
     what.add_argument("--glyph", metavar="FONTFILE:GLYPHNAME", help="a glyph of a font file, by glyph name")
     what.add_argument("--image", type=Path, metavar="PNG", help="a picture of one glyph")
-    parser.add_argument("--form", choices=FORMS, default="isol", help="positional form of --char (default isol)")
+    parser.add_argument("--form", choices=LABEL_FORMS, default="isol",
+                        help="positional form or figure variant of --char (default isol)")
     parser.add_argument("--font", metavar="FAMILY", help="with --char: the glyph of this family ('Family' or 'Family Style')")
     parser.add_argument("-k", type=positive_int, default=10, help="number of results (default 10)")
     parser.add_argument("--out", type=Path, help="write a contact sheet PNG of the query and its results")

@@ -112,7 +112,8 @@ def face_glyphs(face: FontFace, with_labels: bool = True) -> tuple[list[GlyphRec
 def known_labels(shaper: Shaper) -> dict[int, str]:
     """glyph id -> label the font itself gives it: cmap glyphs are `{cp}_isol`, and a joining letter's
     positional forms are the single glyphs HarfBuzz shapes it to in a ZWJ context (when they differ from
-    the isolated glyph). The lowest code point wins when several map to one glyph."""
+    the isolated glyph), and a digit's figure variants are `{cp}_{feature}` (build-db's rows). The lowest code
+    point wins when several map to one glyph."""
     out: dict[int, str] = {}
     for cp, gid in sorted(shaper.cmap().items()):
         if not is_listed(cp) or gid == 0:
@@ -124,6 +125,8 @@ def known_labels(shaper: Shaper) -> dict[int, str]:
             shaped = shaped_form_glyph(shaper, cp, form)
             if shaped is not None and shaped != gid:
                 out.setdefault(shaped, make_label(cp, form))
+        for feature, variant in shaper.figure_variants(cp):
+            out.setdefault(variant, make_label(cp, feature))
     return out
 
 

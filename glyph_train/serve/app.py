@@ -13,7 +13,7 @@ from pathlib import Path
 from flask import Flask, Response, jsonify, redirect, render_template, request, send_file, url_for
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from glyph_train.corpus.unicode_data import FORMS
+from glyph_train.corpus.unicode_data import LABEL_FORMS
 from glyph_train.errors import GlyphTrainError
 from glyph_train.serve.catalog import Catalog, describe_label, label_parts
 from glyph_train.serve.images import PngCache
@@ -122,7 +122,7 @@ def create_app(options: ServeOptions) -> Flask:
             error = str(err)
         for r in results:
             r["label_text"] = describe_label(r["label"] or r["predicted_label"])
-        return render_template("search.html", query=query, results=results, error=error, forms=FORMS,
+        return render_template("search.html", query=query, results=results, error=error, forms=LABEL_FORMS,
                                groups=catalog.grid_groups(), args=request.args, size=len(catalog),
                                families=len(catalog.families))
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from glyph_train.corpus.font_rows import EmBox
-from glyph_train.corpus.unicode_data import FORMS
+from glyph_train.corpus.unicode_data import LABEL_FORMS
 from glyph_train.errors import GlyphTrainError
 from glyph_train.inference.index import GlyphIndex, load_index
 from glyph_train.inference.search import parse_char
@@ -98,8 +98,8 @@ class Catalog:
     def search_char(self, char: str, form: str, family: str | None, k: int) -> tuple[dict, list[dict]]:
         """As search.char_query: with a family, that family's glyph (its Regular style first) is the query;
         without, the normalised mean of every glyph known (else predicted) to be the label."""
-        if form not in FORMS:
-            raise GlyphTrainError(f"form {form!r}: choose one of {', '.join(FORMS)}")
+        if form not in LABEL_FORMS:
+            raise GlyphTrainError(f"form {form!r}: choose one of {', '.join(LABEL_FORMS)}")
         try:
             cp = parse_char(char)
         except GlyphTrainError:
@@ -234,12 +234,12 @@ def _grid(gi: GlyphIndex) -> list[GridChar]:
     for column in ("label", "predicted_label"):
         for label in pc.unique(gi.table.column(column)).to_pylist():
             m = LABEL.match(label or "")
-            if m and int(m.group(1)) <= 0x10FFFF and m.group(2) in FORMS:
+            if m and int(m.group(1)) <= 0x10FFFF and m.group(2) in LABEL_FORMS:
                 forms[int(m.group(1))].add(m.group(2))
     out = []
     for cp in sorted(forms):
         ch = chr(cp)
         if unicodedata.category(ch)[0] in "CZ":
             continue
-        out.append(GridChar(ch, cp, tuple(f for f in FORMS if f in forms[cp])))
+        out.append(GridChar(ch, cp, tuple(f for f in LABEL_FORMS if f in forms[cp])))
     return out

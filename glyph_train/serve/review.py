@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from glyph_train.corpus.font_rows import EmBox
-from glyph_train.corpus.unicode_data import FORMS, forms_for
+from glyph_train.corpus.unicode_data import LABEL_FORMS, forms_for
 from glyph_train.errors import GlyphTrainError
 from glyph_train.inference.label_font import UNKNOWN, FontLabels, GlyphLabel, write_csv
 from glyph_train.serve.catalog import LABEL, describe_label
@@ -233,9 +233,10 @@ class Reviews:
         if label == UNKNOWN or label in self.known_labels:
             return label
         m = LABEL.match(label)
-        if m and m.group(2) in FORMS and int(m.group(1)) <= 0x10FFFF and not 0xD800 <= int(m.group(1)) <= 0xDFFF:
+        if m and m.group(2) in LABEL_FORMS and int(m.group(1)) <= 0x10FFFF and not 0xD800 <= int(m.group(1)) <= 0xDFFF:
             return label  # a character the model was not trained on is still a valid label for the font
-        raise GlyphTrainError(f"label {label!r}: not a label of this model nor {{code point}}_{{{'|'.join(FORMS)}}}")
+        forms = "|".join(LABEL_FORMS)
+        raise GlyphTrainError(f"label {label!r}: not a label of this model nor {{code point}}_{{{forms}}}")
 
     def find_labels(self, text: str, limit: int = 30) -> list[dict]:
         """Labels for the picker: by label, character, U+XXXX or Unicode name."""
