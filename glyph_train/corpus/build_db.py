@@ -4,10 +4,10 @@ font files into a glyphs.db.
 Each face (TTC member, variable-font named instance) is one `fonts` row; each printable BMP character
 in its cmap is one `glyphs` row per positional form, and each ASCII digit one more per figure variant the
 font's GSUB has (numerator, denominator, superior, inferior: labels like `51_numr`). Faces already in OUT.db
-(by content hash and instance) are not read again, so re-running only adds what is new. Faces are read in worker processes;
-the main process alone writes, one transaction per face, so an interrupted run leaves whole faces only.
-Several build-db processes may add to one OUT.db at once: each face's transaction takes the write lock
-first (waiting for the others) and re-checks the face and the next glyph id under it.
+(by content hash and instance) are not read again, so re-running only adds what is new. Faces are read in
+worker processes; the main process alone writes, one transaction per face, so an interrupted run leaves
+whole faces only. Several build-db processes may add to one OUT.db at once: each face's transaction takes
+the write lock first (waiting for the others) and re-checks the face and the next glyph id under it.
 """
 
 from __future__ import annotations

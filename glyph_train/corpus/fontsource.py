@@ -229,15 +229,16 @@ class SubsetShaper:
         return self.parts[gid[0]][0].glyph_outline(gid[1])
 
     def form_outline(self, cp: int, form: str) -> str:
-        if not self._owner:
-            self.cmap()
-        return self.parts[self._owner[cp]][0].form_outline(cp, form)
+        return self.parts[self._part(cp)][0].form_outline(cp, form)
 
     def figure_variants(self, cp: int) -> list[tuple[str, tuple[int, int]]]:
+        part = self._part(cp)
+        return [(feature, (part, gid)) for feature, gid in self.parts[part][0].figure_variants(cp)]
+
+    def _part(self, cp: int) -> int:
         if not self._owner:
             self.cmap()
-        part = self._owner[cp]
-        return [(feature, (part, gid)) for feature, gid in self.parts[part][0].figure_variants(cp)]
+        return self._owner[cp]
 
 
 def package_faces(pkg: Path) -> list[FontsourceFace]:

@@ -39,6 +39,16 @@ def _segment(op: str, points: int, null_end: bool = False) -> str:
     return f',["{op}",[' + ",".join(["[%g,%g]"] * points + ["null"] * null_end) + "]]"
 
 
+def _buffer(codepoints: list[int]) -> hb.Buffer:
+    buf = hb.Buffer()
+    buf.add_codepoints(codepoints)
+    # At the default cluster level ZWJ merges into the letter's cluster and init/medi never apply.
+    buf.cluster_level = hb.BufferClusterLevel.CHARACTERS
+    buf.guess_segment_properties()  # direction and script from the letter (Arabic, Syriac, N'Ko ...)
+    buf.language = "ar" if buf.script == "Arab" else "und"  # not the process locale's
+    return buf
+
+
 class ContourPen:
     """fontTools pen protocol receiver that writes contours JSON (font units, y up) in the users' format
     (cache/raster.py's docstring): the old system's tools and glyph-train read each other's DBs.
@@ -153,15 +163,11 @@ class Shaper:
         a font whose superiors are its numerators gives them under 'numr' only, and a superior three that is
         U+00B3's glyph is that character's, not a variant. The one reading of figure variants: build-db draws
         these, and inference reads a font's own labels from them."""
-        nominal = self.font.get_nominal_glyph(cp)
-        if cp not in FIGURES or not nominal:
+        if cp not in FIGURES or not self.font.get_nominal_glyph(cp):
             return []
         seen, out = set(self.mapped_glyphs), []
         for feature in FIGURE_FEATURES:
-            buf = hb.Buffer()
-            buf.add_codepoints([cp])
-            buf.guess_segment_properties()
-            buf.language = "und"  # not the process locale's
+            buf = _buffer([cp])
             hb.shape(self.font, buf, {feature: True})
             infos = buf.glyph_infos
             if len(infos) == 1 and infos[0].codepoint and infos[0].codepoint not in seen:
@@ -175,12 +181,7 @@ class Shaper:
         [] when the font shows .notdef for it. The one shaping of positional forms: build-db draws these, and
         inference reads a font's own labels from them."""
         before, after = _CONTEXTS[form]
-        buf = hb.Buffer()
-        buf.add_codepoints([*before, cp, *after])
-        # At the default cluster level ZWJ merges into the letter's cluster and init/medi never apply.
-        buf.cluster_level = hb.BufferClusterLevel.CHARACTERS
-        buf.guess_segment_properties()  # direction and script from the letter (Arabic, Syriac, N'Ko ...)
-        buf.language = "ar" if buf.script == "Arab" else "und"  # not the process locale's
+        buf = _buffer([*before, cp, *after])
         hb.shape(self.font, buf, {})
         infos, positions = buf.glyph_infos, buf.glyph_positions
         ours = [info.cluster == len(before) for info in infos]
