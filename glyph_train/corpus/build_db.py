@@ -272,7 +272,9 @@ def _open_output(out: Path) -> sqlite3.Connection:
             if missing:
                 raise GlyphTrainError(f"{out}: existing table {table} lacks columns {', '.join(missing)}; "
                                       "choose another OUT.db")
-        conn.executescript(SCHEMA)
+        # Both tables in one transaction: another build-db creating the same new OUT.db must never see `fonts`
+        # without `glyphs` (it would refuse the file as not a glyphs.db).
+        conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
     except BaseException:
         conn.close()
         raise
