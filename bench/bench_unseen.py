@@ -209,7 +209,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, help="glyphs.db with the held-out families (default: build OUT/glyphs.db)")
     parser.add_argument("--out", type=Path, default=Path("runs/unseen"))
-    parser.add_argument("--sets", default="core,full", help="label sets to run, comma-separated: core, label-font, full or a labels file")
+    parser.add_argument("--sets", default="core,full",
+                        help="label sets to run, comma-separated: core, label-font, full or a labels file")
     parser.add_argument("--fontsource", default="arabic", metavar="SETS",
                         help="@fontsource sets of the corpus built without --db (build-db --fontsource), "
                              "e.g. arabic,default for the bigger Latin corpus")

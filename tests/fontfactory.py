@@ -20,7 +20,8 @@ def fontpkg_file(package: str, name: str) -> Path:
     return Path(importlib.import_module(package).__file__).parent / "files" / name
 
 
-def subset_font(src: Path, out: Path, text: str, features: tuple[str, ...] = ("init", "medi", "fina", "isol")) -> Path:
+def subset_font(src: Path, out: Path, text: str,
+                features: tuple[str, ...] = ("init", "medi", "fina", "isol")) -> Path:
     options = subset.Options()
     options.layout_features = list(features)
     options.name_IDs = ["*"]
