@@ -12,12 +12,17 @@ the model knows:
 - at --repair-confidence, the glyphs left unknown although their argmax was right, and why: another glyph took
   that label (the assignment gives a label one drawing), or its probability is below the threshold;
 - for the repaired font written at --repair-confidence: the share of seeded pseudo-words (Arabic and Latin)
-  whose shaped glyph outline sequence equals the original font's.
-All of it twice from the same predictions, side by side: `script_prior` (label-font's default: probabilities
-reweighted by the scripts the font draws, inference/font_prior.py) and `model_only` (--no-script-prior).
+  whose shaped glyph outline sequence equals the original font's, among the words whose every letter the font
+  maps; and its ceiling, the share the original itself shapes identically with its ligatures and contextual
+  features off (what a cmap + positional-forms repair can reach at best: Reem Kufi, Aref Ruqaa and Noto Nastaliq
+  shape nearly every word contextually).
+All of it from the same predictions, side by side: `script_prior` (label-font's default: probabilities
+reweighted by the scripts the font draws, inference/font_prior.py) and `model_only` (--no-script-prior), each
+at every --duplicate-costs value (label-font's DUPLICATE_COST unmarked; `inf`: one glyph per label).
 
     python bench/bench_label_font.py --checkpoint RUN/best FONT [FONT ...] [--thresholds 0.3,0.5,0.7,0.9]
         [--repair-confidence 0.5] [--words 300] [--score-labels launch/label_font_labels.txt]
+        [--duplicate-costs 2,inf]
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from glyph_train.corpus.db import parse_label_list  # noqa: E402
 from glyph_train.corpus.fonts import sfnt_data  # noqa: E402
 from glyph_train.corpus.shaping import Shaper  # noqa: E402
 from glyph_train.corpus.unicode_data import FIGURE_FEATURES, char_class  # noqa: E402
-from glyph_train.inference.label_font import UNKNOWN, assign_font, predict_font  # noqa: E402
+from glyph_train.inference.label_font import DUPLICATE_COST, UNKNOWN, assign_font, predict_font  # noqa: E402
 from glyph_train.inference.predictor import Predictor  # noqa: E402
 from glyph_train.inference.repair import write_repaired_font  # noqa: E402
 from glyph_train.inference.sources import known_labels  # noqa: E402
@@ -73,18 +78,33 @@ def words(letters: list[str], count: int, seed: int) -> list[str]:
     return ["".join(rng.choice(letters, size=rng.integers(3, 7))) for _ in range(count)]
 
 
-def outline_sequence(shaper: Shaper, text: str) -> list[str]:
+def original_words(shaper: Shaper, letters: list[str], count: int, seed: int) -> list[tuple[str, list[str]]]:
+    """(word, outline sequence) as the original font shapes it, for the words whose every letter the font maps
+    and draws. A letter it lacks shapes as .notdef, and a Latin font's boxes for an Arabic word are identical in
+    any repair: counted, they once inflated "words shaped identically" with scripts the font does not have."""
+    cmap = shaper.cmap()
+    return [(word, seq) for word in words(letters, count, seed)
+            if all(ord(ch) in cmap for ch in word) and all(seq := outline_sequence(shaper, word))]
+
+
+# What a repair from labels cannot rebuild: the repaired font has a cmap and isol/init/medi/fina (and figure)
+# substitutions only, so the original's ligatures, contextual alternates and local forms are out of its reach.
+NOT_REPAIRED = {f: False for f in ("ccmp", "locl", "rlig", "rclt", "calt", "liga", "clig", "mset", "fin2", "fin3",
+                                   "med2")}
+
+
+def outline_sequence(shaper: Shaper, text: str, features: dict | None = None) -> list[str]:
     buf = hb.Buffer()
     buf.add_str(text)
     buf.guess_segment_properties()
-    hb.shape(shaper.font, buf, {})
+    hb.shape(shaper.font, buf, features or {})
     return [shaper.glyph_outline(info.codepoint) for info in buf.glyph_infos]
 
 
 def score_font(predicted, truth_by_gid: dict, known: set, thresholds: list[float], repair_confidence: float,
-               tally: dict, repaired: Path) -> None:
+               duplicate_cost: float, tally: dict, repaired: Path) -> None:
     """Count one font's right and wrong labels into tally[group] and write its repaired copy to `repaired`."""
-    runs = {t: assign_font(predicted, t) for t in [0.0, *thresholds, repair_confidence]}
+    runs = {t: assign_font(predicted, t, duplicate_cost) for t in [0.0, *thresholds, repair_confidence]}
     for t, result in runs.items():
         taken = {g.label for g in result.glyphs}
         for g in result.glyphs:
@@ -112,17 +132,22 @@ def main() -> None:
     ap.add_argument("--thresholds", default="0.3,0.5,0.7,0.8,0.9,0.95")
     ap.add_argument("--repair-confidence", type=float, default=0.5)
     ap.add_argument("--words", type=int, default=300)
+    ap.add_argument("--duplicate-costs", default=str(DUPLICATE_COST), metavar="C,C",
+                    help="label-font's cost of a label's each further glyph, one report per value (inf: one glyph "
+                         f"per label; 0: independent argmax); label-font's own is {DUPLICATE_COST}")
     ap.add_argument("--score-labels", metavar="FILE|LIST",
                     help="score only glyphs whose true label is one of these (labels file or comma list), so that "
                          "exports with more classes are compared on the same glyphs; default: every label it knows")
     args = ap.parse_args()
     thresholds = [float(t) for t in args.thresholds.split(",")]
+    duplicate_costs = [float(c) for c in args.duplicate_costs.split(",")]
     predictor = Predictor(args.checkpoint)
     known = set(predictor.label_names)
     if args.score_labels:
         known &= set(parse_label_list(args.score_labels))
     tally = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))  # variant -> group -> counter
     shaping = defaultdict(lambda: defaultdict(lambda: [0, 0]))  # variant -> script -> [identical, words]
+    ceiling = defaultdict(int)  # script -> words the original shapes identically without NOT_REPAIRED
     t0 = time.perf_counter()
     print(f"load {os.getloadavg()[0]:.1f}; export {args.checkpoint} (T={predictor.temperature:.3f})", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,19 +156,23 @@ def main() -> None:
             before = Shaper(sfnt_data(font))
             truth_by_gid = known_labels(before)
             stripped = strip_font(font, Path(tmp) / f"stripped{font.suffix}")
-            originals = {script: [(word, seq) for word in words(letters, args.words, seed=len(script))
-                                  if all(seq := outline_sequence(before, word))]  # else the font lacks a letter
+            originals = {script: original_words(before, letters, args.words, seed=len(script))
                          for script, letters in (("arabic", ARABIC_LETTERS), ("latin", LATIN_LETTERS))}
+            for script, shaped in originals.items():
+                ceiling[script] += sum(outline_sequence(before, word, NOT_REPAIRED) == seq for word, seq in shaped)
             model_only = predict_font(stripped, predictor, script_prior=False)  # once: the rest is assignment
-            for variant, predicted in (("script_prior", model_only.with_script_prior()), ("model_only", model_only)):
-                repaired = Path(tmp) / f"repaired{font.suffix}"
-                score_font(predicted, truth_by_gid, known, thresholds, args.repair_confidence, tally[variant], repaired)
-                after = Shaper(sfnt_data(repaired))
-                for script, shaped in originals.items():
-                    shaping[variant][script][0] += sum(outline_sequence(after, word) == seq for word, seq in shaped)
-                    shaping[variant][script][1] += len(shaped)
+            for prior, predicted in (("script_prior", model_only.with_script_prior()), ("model_only", model_only)):
+                for cost in duplicate_costs:
+                    variant = prior if cost == DUPLICATE_COST else f"{prior}, duplicate cost {cost:g}"
+                    repaired = Path(tmp) / f"repaired{font.suffix}"
+                    score_font(predicted, truth_by_gid, known, thresholds, args.repair_confidence, cost,
+                               tally[variant], repaired)
+                    after = Shaper(sfnt_data(repaired))
+                    for script, shaped in originals.items():
+                        shaping[variant][script][0] += sum(outline_sequence(after, word) == seq for word, seq in shaped)
+                        shaping[variant][script][1] += len(shaped)
             print(f"{font.name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
-    if not tally["model_only"]:  # e.g. fonts HarfBuzz could not read: never report an empty result as a measurement
+    if not any(tally.values()):  # e.g. fonts HarfBuzz could not read: never report an empty result as a measurement
         sys.exit("bench_label_font: no glyph of these fonts has a label the export knows; nothing to score")
     report = {}
     for variant, groups in tally.items():
@@ -160,8 +189,9 @@ def main() -> None:
                 f"argmax_right_but_unknown@{args.repair_confidence}": {
                     "label_taken_by_another_glyph": c["lost_to_another_glyph"],
                     "below_confidence": c["lost_below_confidence"]}}
-        report[variant]["words_shaped_identically"] = {s: {"share": round(a / max(b, 1), 4), "words": b}
-                                                       for s, (a, b) in shaping[variant].items()}
+        report[variant]["words_shaped_identically"] = {
+            s: {"share": round(a / max(b, 1), 4), "words": b, "ceiling": round(ceiling[s] / max(b, 1), 4)}
+            for s, (a, b) in shaping[variant].items()}
     print(f"load after {os.getloadavg()[0]:.1f}")
     print(json.dumps(report, indent=1))
 

@@ -21,3 +21,42 @@ def test_bench_script_starts(script: str) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "usage:" in proc.stdout
+
+
+def test_label_font_bench_shapes_only_words_the_font_has_every_letter_of(tmp_path):
+    """A Latin font shapes an Arabic word as .notdef boxes, identical in the original and in any repair: those
+    words once counted as "shaped identically" and inflated the Arabic share with the Latin fonts."""
+    sys.path.insert(0, str(REPO / "bench"))
+    sys.path.insert(0, str(REPO / "tests"))
+    from bench_label_font import ARABIC_LETTERS, LATIN_LETTERS, original_words
+    from fontfactory import fontpkg_file, subset_font
+
+    from glyph_train.corpus.fonts import sfnt_data
+    from glyph_train.corpus.shaping import Shaper
+
+    latin = subset_font(fontpkg_file("fontpkg_bebas_neue", "BebasNeue-Regular.ttf"), tmp_path / "latin.ttf",
+                        "".join(LATIN_LETTERS))  # its .notdef is a drawn box
+    shaper = Shaper(sfnt_data(latin))
+    assert original_words(shaper, ARABIC_LETTERS, 50, seed=0) == []
+    shaped = original_words(shaper, LATIN_LETTERS, 50, seed=0)
+    assert len(shaped) == 50 and all(len(seq) == len(word) for word, seq in shaped)
+
+
+def test_label_font_bench_ceiling_shapes_without_what_a_repair_cannot_rebuild(tmp_path):
+    """The ceiling of "words shaped identically": the original shaped without its ligatures and contextual
+    features. Amiri draws lam-alef and beh before beh with contextual forms of their own, which a repaired font
+    (cmap + positional forms) lacks; meem-noon shapes the same either way."""
+    sys.path.insert(0, str(REPO / "bench"))
+    sys.path.insert(0, str(REPO / "tests"))
+    from bench_label_font import NOT_REPAIRED, outline_sequence
+    from fontfactory import fontpkg_file, subset_font
+
+    from glyph_train.corpus.fonts import sfnt_data
+    from glyph_train.corpus.shaping import Shaper
+
+    font = subset_font(fontpkg_file("fontpkg_amiri", "Amiri-Regular.ttf"), tmp_path / "amiri.ttf", "لابمن",
+                       features=("init", "medi", "fina", "isol", "rlig", "liga", "calt"))
+    shaper = Shaper(sfnt_data(font))
+    assert outline_sequence(shaper, "بلا") != outline_sequence(shaper, "بلا", NOT_REPAIRED)
+    assert outline_sequence(shaper, "ببب") != outline_sequence(shaper, "ببب", NOT_REPAIRED)
+    assert outline_sequence(shaper, "من") == outline_sequence(shaper, "من", NOT_REPAIRED)

@@ -8,6 +8,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -242,7 +243,8 @@ def test_label_font_on_a_stripped_font_writes_csv_and_repaired_font(work, tmp_pa
     assert [r[0] for r in rows[1:]] == [n for n in names[1:]]  # every glyph but .notdef, in glyph id order
     labels = json.loads((work["export"] / "labels.json").read_text())
     assigned = [r[1] for r in rows[1:] if r[1] != "unknown"]
-    # joint assignment: one drawing per label (glyphs drawn identically may share it)
+    # joint assignment: a few drawings per label at most (glyphs drawn identically count once)
+    from glyph_train.inference.label_font import EXTRA_COPIES
     from glyph_train.inference.predictor import Predictor
     from glyph_train.inference.sources import default_face, face_glyphs
 
@@ -253,7 +255,7 @@ def test_label_font_on_a_stripped_font_writes_csv_and_repaired_font(work, tmp_pa
     for glyph, label, *_ in rows[1:]:
         if label != "unknown":
             drawings_of.setdefault(label, set()).add(drawing[glyph])
-    assert assigned and all(len(d) == 1 for d in drawings_of.values())
+    assert assigned and all(len(d) <= 1 + EXTRA_COPIES for d in drawings_of.values())
     for glyph, label, conf, top5 in rows[1:]:
         assert 0.0 <= float(conf) <= 1.0
         if top5:
@@ -366,21 +368,49 @@ def test_repaired_font_substitutes_the_figure_variants(tmp_path):
     assert shape(out, "0123") == shape(src, "0123")
 
 
-def test_joint_assignment_gives_each_label_one_glyph():
-    from glyph_train.inference.label_font import assign_labels
+def test_joint_assignment_gives_a_glyph_its_second_choice_rather_than_a_label_a_surer_glyph_has():
+    from glyph_train.inference.label_font import DUPLICATE_COST, assign_labels
 
     probs = np.array([[0.90, 0.05, 0.05],   # glyph 0 and 1 both prefer label 0; glyph 0 is surer
-                      [0.60, 0.35, 0.05],
+                      [0.60, 0.35, 0.05],   # ... and label 1 is not far less likely for glyph 1
                       [0.34, 0.33, 0.33]])  # too unsure for 0.5
-    np.testing.assert_array_equal(assign_labels(probs, 0.3), [0, 1, 2])
-    np.testing.assert_array_equal(assign_labels(probs, 0.5), [0, -1, -1])
+    for cost in (DUPLICATE_COST, math.inf):
+        np.testing.assert_array_equal(assign_labels(probs, 0.3, duplicate_cost=cost), [0, 1, 2])
+        np.testing.assert_array_equal(assign_labels(probs, 0.5, duplicate_cost=cost), [0, -1, -1])
     assert assign_labels(np.zeros((0, 3)), 0.5).shape == (0,)
+
+
+def test_a_label_drawn_twice_stays_with_both_glyphs():
+    """Fonts do draw a character twice: `i` and `i.loclTRK`, `three` and `three.tf` drawn a little apart, a
+    Persian letter drawn like the Arabic one. With one glyph per label, whichever copy scored higher took
+    the label and the glyph the font maps lost it (40 of the 70 Latin letters and digits label-font lost on
+    the held-out fonts, BENCHMARKS.md 9g). A glyph far likelier a taken label than any other keeps it."""
+    from glyph_train.inference.label_font import assign_labels
+
+    probs = np.array([[0.97, 0.02, 0.01],   # i
+                      [0.98, 0.01, 0.01],   # i.loclTRK: another drawing, a shade likelier i
+                      [0.05, 0.90, 0.05]])  # l
+    np.testing.assert_array_equal(assign_labels(probs, 0.5), [0, 0, 1])
+    np.testing.assert_array_equal(assign_labels(probs, 0.0, duplicate_cost=math.inf), [2, 0, 1])  # i lost its label
+    np.testing.assert_array_equal(assign_labels(probs, 0.0, duplicate_cost=0.0), probs.argmax(1))
+
+
+def test_the_threshold_hides_labels_and_never_moves_one_to_another_glyph():
+    from glyph_train.inference.label_font import assign_labels
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        probs = rng.dirichlet(np.full(6, 0.3), size=8)
+        base = assign_labels(probs, 0.0)
+        for threshold in (0.3, 0.6, 0.9):
+            chosen = probs[np.arange(8), base]
+            np.testing.assert_array_equal(assign_labels(probs, threshold), np.where(chosen >= threshold, base, -1))
 
 
 def test_a_glyph_likelier_other_than_any_label_stays_unknown_and_the_other_class_is_never_assigned():
     """Column 2 is the export's other class (--others-per-label). Glyph 1 (say uni0752.fina, beh with three
     dots) looks more like label 0 than glyph 0 (beh.fina) does, but is likelier none of the labels: with
-    the other class it stays unknown and glyph 0 keeps label 0; without it, glyph 1 takes label 0. No glyph
+    the other class it stays unknown and glyph 0 keeps label 0; without it, glyph 1 gets a label. No glyph
     ever gets the other column, whatever the threshold."""
     from glyph_train.inference.label_font import assign_labels
 
@@ -390,12 +420,12 @@ def test_a_glyph_likelier_other_than_any_label_stays_unknown_and_the_other_class
                       [0.05, 0.90, 0.05]])
     np.testing.assert_array_equal(assign_labels(probs, 0.3, other=2), [0, -1, -1, 1])
     np.testing.assert_array_equal(assign_labels(probs, 0.0, other=2), [0, -1, -1, 1])
-    np.testing.assert_array_equal(assign_labels(probs, 0.3), [-1, 0, 2, 1])  # column 2 as a label
+    np.testing.assert_array_equal(assign_labels(probs, 0.3), [0, 2, 2, 1])  # column 2 as a label: its second glyph
 
 
 def test_identical_drawings_share_a_label():
-    """A tabular zero drawn like the proportional one: both get the label. Distinct drawings still compete
-    (glyph 3 stays unknown)."""
+    """A tabular zero drawn like the proportional one: both get the label as one candidate. A distinct
+    drawing competes for it: with one glyph per label, glyph 3 stays unknown."""
     from glyph_train.inference.label_font import assign_labels
 
     probs = np.array([[0.95, 0.03, 0.02],   # zero
@@ -403,9 +433,9 @@ def test_identical_drawings_share_a_label():
                       [0.10, 0.85, 0.05],   # one
                       [0.90, 0.05, 0.05]])  # a different drawing that also looks like zero
     drawings = [b"zero", b"zero", b"one", b"other"]
-    out = assign_labels(probs, 0.5, drawings)
+    out = assign_labels(probs, 0.5, drawings, duplicate_cost=math.inf)
     assert out[0] == out[1] == 0 and out[2] == 1 and out[3] == -1
-    assert sorted(assign_labels(probs, 0.5).tolist()) == [-1, -1, 0, 1]  # without drawings: one zero only
+    assert sorted(assign_labels(probs, 0.5, duplicate_cost=math.inf).tolist()) == [-1, -1, 0, 1]  # one zero only
 
 
 def test_a_copy_of_a_drawing_never_pushes_the_glyph_that_has_it_onto_another_label():
@@ -420,7 +450,7 @@ def test_a_copy_of_a_drawing_never_pushes_the_glyph_that_has_it_onto_another_lab
                       [0.90, 0.06, 0.04],   # the shaped glyph: the same drawing
                       [0.05, 0.05, 0.90]])
     assert assign_labels(probs, 0.0, [b"kaf", b"kaf", b"lam"]).tolist() == [0, 0, 2]
-    assert sorted(assign_labels(probs, 0.0).tolist()) == [0, 1, 2]  # as separate candidates one is pushed
+    assert sorted(assign_labels(probs, 0.0, duplicate_cost=math.inf).tolist()) == [0, 1, 2]  # two: one is pushed
 
 
 def test_the_repaired_font_maps_the_first_of_a_drawings_copies():

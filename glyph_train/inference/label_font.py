@@ -4,15 +4,17 @@ Which character (and Arabic positional form) each glyph of a font is, from its o
 vertical metrics only: glyph names, cmap and GSUB are what is broken or missing, so they are never read as
 evidence. Per glyph the model gives calibrated probabilities (softmax(logits / T), T from the export),
 reweighted by the scripts the font draws: each script's share of the font is estimated by EM over all its
-glyphs (inference/font_prior.py; --no-script-prior keeps the model's own). Then one label per glyph is
-chosen jointly for the whole font, since a font rarely draws one character
-twice: an optimal assignment (scipy's linear_sum_assignment) of glyphs to labels maximising the summed
-log-probability, where every glyph may instead be `unknown` at the cost of log(--min-confidence), or of
-log P(other) where the export has an other class (trained with --others-per-label: glyphs that are none of
-its labels) and that is likelier. So a glyph gets a label only if it beats that threshold and its
-other-probability, and no glyph fits that label better. A drawing is one
-glyph here, not a glyph name: glyphs the model sees identically (a tabular and a proportional zero, say)
-are one candidate and share its label; the repaired font maps the first of them in glyph order.
+glyphs (inference/font_prior.py; --no-script-prior keeps the model's own). Then the labels are chosen jointly
+for the whole font, since a font seldom draws one character twice: an optimal assignment (scipy's
+linear_sum_assignment) maximising the summed log-probability, where the k-th glyph given a label pays
+(k - 1) * DUPLICATE_COST more. So a glyph takes a label another glyph has only when it is far likelier than
+any label of its own: a tabular or old-style figure, a Turkish i, a letter of another language drawn like
+one of ours, where a hard one-glyph-per-label rule handed the label to whichever copy scored higher and left
+the glyph the font really maps without it. A glyph likelier the export's other class (trained with
+--others-per-label: glyphs that are none of its labels) than any label stays `unknown`, and so does one
+whose assigned label is less likely than --min-confidence. A drawing is one glyph here, not a glyph name:
+glyphs the model sees identically are one candidate; the repaired font maps the first glyph in glyph order
+that has a label.
 
 CSV (in glyph id order; glyphs that draw nothing are `unknown` with an empty top5):
     glyph,label,confidence,top5        top5 = label:prob;label:prob;...  (the glyph's own top 5)
@@ -43,6 +45,12 @@ from glyph_train.model.export import CHECKPOINT_FLAG
 UNKNOWN = "unknown"
 DEFAULT_MIN_CONFIDENCE = 0.5
 CANDIDATES_PER_GLYPH = 10  # labels outside a glyph's top 10 cannot be assigned to it (keeps the matrix small)
+# A label's second glyph costs this much log-probability, its third twice as much...: e^-2 ~ 1:7 odds against
+# a font drawing a character twice. bench_label_font --duplicate-costs measures it: on the held-out fonts joint
+# accuracy is flat from 1 to 4 and every value in that range beats both 0 (independent argmax) and inf (one
+# glyph per label) (BENCHMARKS.md 9g).
+DUPLICATE_COST = 2.0
+EXTRA_COPIES = 3  # at most 1 + 3 glyphs per label (proportional/tabular x lining/old-style figures)
 
 
 def _probability(text: str) -> float:
@@ -204,10 +212,11 @@ def predict_font(font: Path, predictor, script_prior: bool = True) -> FontPredic
     return pred.with_script_prior() if script_prior else pred
 
 
-def assign_font(pred: FontPredictions, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> FontLabels:
-    """One label per glyph, chosen jointly for the font (see assign_labels)."""
+def assign_font(pred: FontPredictions, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                duplicate_cost: float = DUPLICATE_COST) -> FontLabels:
+    """Labels chosen jointly for the font (see assign_labels)."""
     names, probs = pred.label_names, pred.probs
-    assigned = assign_labels(probs, min_confidence, pred.drawings, other_class(names))
+    assigned = assign_labels(probs, min_confidence, pred.drawings, other_class(names), duplicate_cost)
     out: dict[int, GlyphLabel] = {}
     for row, k in enumerate(pred.rows):
         r = pred.records[k]
@@ -230,27 +239,31 @@ def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFID
 
 
 def assign_labels(probs: np.ndarray, min_confidence: float, drawings: list | None = None,
-                  other: int | None = None) -> np.ndarray:
-    """Column index per row (-1 = unknown): at most one drawing per column, maximising the summed
-    log-probability, where leaving a row unknown scores log(min_confidence), or log(probs[row, other]) when that
-    is higher: `other` is the column of the export's other class, never assigned. Rows may only take one of
-    their top labels.
+                  other: int | None = None, duplicate_cost: float = DUPLICATE_COST) -> np.ndarray:
+    """Column index per row (-1 = unknown), maximising the summed log-probability of the rows' labels less
+    (k - 1) * duplicate_cost for the k-th row given a column (inf: one row per column; 0: each row's argmax).
+    Rows may only take one of their top labels. `other` is the column of the export's other class: a row
+    whose probs[row, other] beats the label it would get stays unknown, and the column is never assigned.
+    Then rows whose label is less likely than min_confidence are unknown: the threshold hides labels, it
+    never moves one to another glyph.
     `drawings` (one hashable per row, e.g. the rendered image's bytes): rows with equal drawings are one
     candidate and all get its label. Fonts copy drawings (tabular and proportional figures, Arabic
-    presentation forms beside the shaped ones); were the copies separate candidates, all but one would be
-    pushed onto their second-best label, or take the label from the glyph that truly has it."""
+    presentation forms beside the shaped ones): a drawing is one candidate however many glyphs draw it."""
     if drawings is None:
-        return _assign_distinct(probs, min_confidence, other)
+        drawings = range(len(probs))
     first: dict = {}
     which = np.array([first.setdefault(d, len(first)) for d in drawings], dtype=np.int64)
     merged = np.zeros((len(first), probs.shape[1]))
     np.add.at(merged, which, probs)  # copies of a drawing have the same probabilities, up to batch rounding
-    merged /= np.bincount(which, minlength=len(first))[:, None]
-    return _assign_distinct(merged, min_confidence, other)[which]
+    merged /= np.maximum(np.bincount(which, minlength=len(first)), 1)[:, None]
+    out = _assign_distinct(merged, other, duplicate_cost)[which]
+    chosen = probs[np.arange(len(out)), np.maximum(out, 0)]
+    return np.where((out >= 0) & (chosen >= min_confidence), out, -1)
 
 
-def _assign_distinct(probs: np.ndarray, min_confidence: float, other: int | None) -> np.ndarray:
-    """assign_labels for rows that are all different drawings."""
+def _assign_distinct(probs: np.ndarray, other: int | None, duplicate_cost: float) -> np.ndarray:
+    """The assignment for rows that are all different drawings, before the confidence threshold: columns are
+    (label, copy) slots, the copy-th slot costing copy * duplicate_cost more, plus one unknown slot per row."""
     from scipy.optimize import linear_sum_assignment
 
     n, c = probs.shape
@@ -259,23 +272,24 @@ def _assign_distinct(probs: np.ndarray, min_confidence: float, other: int | None
     k = min(CANDIDATES_PER_GLYPH, c)
     top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
     columns = np.unique(top)
-    pos = {int(j): i for i, j in enumerate(columns)}
-    big = 1e6  # "not allowed": far above any -log p we can meet
-    cost = np.full((n, len(columns) + n), big)
-    logp = np.log(np.clip(probs, 1e-300, 1.0))
-    for row in range(n):
-        for j in top[row]:
-            if j != other:
-                cost[row, pos[int(j)]] = -logp[row, j]
-    unknown_cost = np.full(n, -math.log(min_confidence) if min_confidence > 0 else big / 2)
     if other is not None:
-        unknown_cost = np.minimum(unknown_cost, -logp[:, other])
-    cost[np.arange(n), len(columns) + np.arange(n)] = unknown_cost  # each row's own "unknown" slot
-    rows, cols = linear_sum_assignment(cost)
+        columns = columns[columns != other]
+    m = len(columns)
+    copies = 1 if math.isinf(duplicate_cost) else 1 + EXTRA_COPIES
+    big = 1e6  # "not allowed": far above any -log p we can meet
+    logp = np.log(np.clip(probs, 1e-300, 1.0))
+    allowed = np.zeros((n, c), dtype=bool)
+    allowed[np.arange(n)[:, None], top] = True
+    label_cost = np.where(allowed[:, columns], -logp[:, columns], big)  # (n, m)
+    slots = [label_cost + (copy * duplicate_cost if copy else 0.0) for copy in range(copies)]
+    unknown = np.full((n, n), big)
+    # leaving a row unknown is allowed only where the export can say "none of its labels"
+    np.fill_diagonal(unknown, -logp[:, other] if other is not None else big / 2)
+    rows, cols = linear_sum_assignment(np.concatenate([*slots, unknown], axis=1))
     out = np.full(n, -1, dtype=np.int64)
     for r, col in zip(rows, cols):
-        if col < len(columns) and columns[col] != other and probs[r, columns[col]] >= min_confidence:
-            out[r] = columns[col]
+        if col < copies * m and label_cost[r, col % m] < big:
+            out[r] = columns[col % m]
     return out
 
 
