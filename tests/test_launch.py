@@ -33,3 +33,19 @@ def test_explicit_expectation_is_enforced(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "asked for 4 processes but this run sees 1" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_the_test_command_stops_in_one_line_when_the_disk_is_full(tmp_path: Path) -> None:
+    """A CI run on a nearly full disk failed 30 unrelated tests from deep inside. tests/run.sh now checks the
+    room first (tests/check_disk.sh); here `df` reports 1 GB free."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "df").write_text("#!/bin/sh\necho 'Filesystem 1024-blocks Used Available Capacity Mounted'\n"
+                             "echo '/dev/vda 264000000 263000000 1048576 99% /'\n")
+    (fake / "df").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "tests/check_disk.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "only 1 GB free" in proc.stderr and "free some space" in proc.stderr
+    assert subprocess.run(["bash", "tests/check_disk.sh"], cwd=REPO, capture_output=True, timeout=60).returncode == 0
+    assert "bash tests/check_disk.sh" in (REPO / "tests" / "run.sh").read_text()
