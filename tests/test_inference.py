@@ -266,10 +266,15 @@ def test_label_font_on_a_stripped_font_writes_csv_and_repaired_font(work, tmp_pa
     repaired = TTFont(out_font)  # post format 3: fontTools names glyphs from the new cmap, so compare glyph ids
     cmap = {cp: repaired.getGlyphID(name) for cp, name in repaired.getBestCmap().items()}
     isol: dict[int, set] = {}
+    stand_in: dict[int, set] = {}  # letters without an isolated glyph map a joined form (repair.STAND_INS)
     for g, lab, *_ in rows[1:]:
-        if lab.endswith("_isol"):
-            isol.setdefault(int(lab.split("_")[0]), set()).add(names.index(g))
-    assert set(cmap) == set(isol) and all(cmap[cp] in isol[cp] for cp in cmap)
+        cp, _, form = lab.partition("_")
+        if form == "isol":
+            isol.setdefault(int(cp), set()).add(names.index(g))
+        elif form in ("init", "medi", "fina"):
+            stand_in.setdefault(int(cp), set()).add(names.index(g))
+    assert set(isol) <= set(cmap) <= set(isol) | set(stand_in)
+    assert all(cmap[cp] in isol.get(cp, stand_in.get(cp)) for cp in cmap)
     # a high threshold leaves glyphs unknown
     rc, _ = cli("label-font", stripped, "--checkpoint", work["export"], "--out", tmp_path / "strict.csv",
                 "--min-confidence", "1")
@@ -346,6 +351,29 @@ def test_repaired_font_shapes_arabic_like_the_original(work, tmp_path):
     assert shape(out, "ببب")[1] != shape(out, "ب")[0]
     assert main(["label-font", str(work["stripped"]), "--checkpoint", str(work["export"]), "--out",
                  str(tmp_path / "x.csv"), "--write-font", str(work["stripped"])]) == 2
+
+
+def test_a_letter_without_a_labelled_isolated_glyph_still_shapes_its_joined_forms(work, tmp_path):
+    """Beh's isolated glyph left unknown (below --min-confidence, say) while its joined forms are labelled: the
+    repaired font maps beh to its final glyph, so words that join beh shape as in the original, where before
+    every form of beh was .notdef. The report names the stand-in."""
+    from glyph_train.corpus.shaping import Shaper
+    from glyph_train.inference.repair import write_repaired_font
+    from glyph_train.inference.sources import known_labels
+
+    truth = known_labels(Shaper(work["amiri"].read_bytes()))
+    names = TTFont(work["stripped"]).getGlyphOrder()
+    labels = {names[gid]: label for gid, label in truth.items() if label != "1576_isol"}
+    out = tmp_path / "repaired.ttf"
+    report = write_repaired_font(work["stripped"], out, labels)
+    fina = next(g for g, label in labels.items() if label == "1576_fina")
+    assert report.cmap[0x0628] == fina
+    assert [line for line in report.unmapped if "1576_isol" in line] == [
+        f"{fina}: U+0628 has no glyph labelled 1576_isol; the cmap maps its fina glyph so that its joined forms "
+        "shape (alone, it shows that glyph)"]
+    for word in ("بحث", "يلعب", "هبة", "حب"):  # beh initial, medial, final
+        assert shape(out, word) == shape(work["amiri"], word), word
+    assert shape(out, "ب") != shape(work["amiri"], "ب")  # alone it is the final glyph
 
 
 def test_repaired_font_substitutes_the_figure_variants(tmp_path):

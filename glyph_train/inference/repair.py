@@ -3,6 +3,11 @@ substitutions from each character's isolated glyph to its other predicted forms 
 a digit's `numr`/`dnom`/`sups`/`sinf` figures), built with fontTools feaLib, so HarfBuzz shapes text with it.
 The input font is never written (a copy goes to OUT by a temporary file and a rename). The old cmap and GSUB
 are replaced, not merged: they are what was broken.
+
+An Arabic letter whose isolated glyph has no label (below --min-confidence, say) while its joined forms have
+one is mapped to a stand-in, its final glyph (else initial, else medial), so its joined forms still shape; only
+the letter standing alone then shows the wrong glyph, where otherwise every form of it was .notdef. The report
+names each stand-in.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from glyph_train.errors import GlyphTrainError
 LABEL = re.compile(rf"^(\d+)_({'|'.join(LABEL_FORMS)})$")
 FEA_GLYPH = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.\-]{0,62}$")  # names feaLib takes as they are (escaped with '\')
 SUBSTITUTED = tuple(f for f in LABEL_FORMS if f != "isol")  # GSUB features from the isolated glyph to the form
+STAND_INS = ("fina", "init", "medi")  # what the cmap maps when a letter has no isolated glyph, in preference
 
 
 @dataclass
@@ -57,6 +63,11 @@ def plan_repair(assignment: dict[str, str]) -> RepairReport:
         forms[cp][form] = glyph
     for cp, by_form in sorted(forms.items()):
         isol = by_form.get("isol")
+        stand_in = next((f for f in STAND_INS if f in by_form), None)
+        if isol is None and stand_in is not None:
+            isol = by_form[stand_in]
+            report.unmapped.append(f"{isol}: U+{cp:04X} has no glyph labelled {cp}_isol; the cmap maps its {stand_in} "
+                                   f"glyph so that its joined forms shape (alone, it shows that glyph)")
         if isol is not None:
             report.cmap[cp] = isol
         for form in SUBSTITUTED:
