@@ -37,6 +37,8 @@ def test_label_sets_are_files_of_well_formed_labels_and_label_font_extends_core(
     extra = set(sets["label-font"]) - set(sets["core"])
     assert {f"{cp}_{feature}" for cp in range(0x30, 0x3A) for feature in FIGURE_FEATURES} < extra
     assert {"1633_isol", "1777_isol"} < extra  # Arabic-Indic and Extended Arabic-Indic one
+    assert {"1878_medi", "1694_fina", "1646_isol"} < extra  # beh with small v, sad with three dots, dotless beh
+    assert len(sets["label-font"]) == len(set(sets["label-font"])) == 772
 
 
 def test_a_held_out_family_takes_its_variants_and_weights_along():
