@@ -140,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
 
         report = write_repaired_font(font, args.write_font, result.assignment())
         print(f"label-font: wrote {args.write_font}: {report.summary()}")
+        for line in report.stand_ins:
+            print(f"label-font: stand-in: {line}", file=sys.stderr)
         for line in report.unmapped:
             print(f"label-font: not mapped: {line}", file=sys.stderr)
     return 0

@@ -7,7 +7,7 @@ are replaced, not merged: they are what was broken.
 An Arabic letter whose isolated glyph has no label (below --min-confidence, say) while its joined forms have
 one is mapped to a stand-in, its final glyph (else initial, else medial), so its joined forms still shape; only
 the letter standing alone then shows the wrong glyph, where otherwise every form of it was .notdef. The report
-names each stand-in.
+lists each stand-in (RepairReport.stand_ins).
 """
 
 from __future__ import annotations
@@ -38,10 +38,12 @@ class RepairReport:
     cmap: dict[int, str] = field(default_factory=dict)  # code point -> glyph
     substitutions: dict[str, dict[str, str]] = field(default_factory=dict)  # feature -> {isol glyph: form glyph}
     unmapped: list[str] = field(default_factory=list)  # one line per label that could not go into the font
+    stand_ins: list[str] = field(default_factory=list)  # one line per letter mapped to a joined form (STAND_INS)
 
     def summary(self) -> str:
         subs = ", ".join(f"{len(v)} {k}" for k, v in self.substitutions.items() if v) or "no GSUB substitutions"
-        return f"cmap of {len(self.cmap)} code points, {subs}; {len(self.unmapped)} labels not mapped"
+        stand_ins = f", {len(self.stand_ins)} letters without an isolated glyph" if self.stand_ins else ""
+        return f"cmap of {len(self.cmap)} code points{stand_ins}, {subs}; {len(self.unmapped)} labels not mapped"
 
 
 def plan_repair(assignment: dict[str, str]) -> RepairReport:
@@ -66,8 +68,8 @@ def plan_repair(assignment: dict[str, str]) -> RepairReport:
         stand_in = next((f for f in STAND_INS if f in by_form), None)
         if isol is None and stand_in is not None:
             isol = by_form[stand_in]
-            report.unmapped.append(f"{isol}: U+{cp:04X} has no glyph labelled {cp}_isol; the cmap maps its {stand_in} "
-                                   f"glyph so that its joined forms shape (alone, it shows that glyph)")
+            report.stand_ins.append(f"{isol}: U+{cp:04X} has no glyph labelled {cp}_isol; the cmap maps its {stand_in} "
+                                    f"glyph so that its joined forms shape (alone, it shows that glyph)")
         if isol is not None:
             report.cmap[cp] = isol
         for form in SUBSTITUTED:

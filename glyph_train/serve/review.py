@@ -87,7 +87,8 @@ def repair_uploaded_font(font: str, out: str, assignment: dict[str, str]) -> str
     from glyph_train.inference.repair import write_repaired_font
 
     report = write_repaired_font(Path(font), Path(out), assignment)
-    return report.summary() + "".join(f"; not mapped: {line}" for line in report.unmapped[:20])
+    return report.summary() + "".join(f"; stand-in: {line}" for line in report.stand_ins[:20]) \
+        + "".join(f"; not mapped: {line}" for line in report.unmapped[:20])
 
 
 class Reviews:
