@@ -48,7 +48,7 @@ CANDIDATES_PER_GLYPH = 10  # labels outside a glyph's top 10 cannot be assigned 
 # A label's second glyph costs this much log-probability, its third twice as much...: e^-2 ~ 1:7 odds against
 # a font drawing a character twice. bench_label_font --duplicate-costs measures it: on the held-out fonts joint
 # accuracy is flat from 1 to 4 and every value in that range beats both 0 (independent argmax) and inf (one
-# glyph per label) (BENCHMARKS.md 9g).
+# glyph per label) (BENCHMARKS.md §14j).
 DUPLICATE_COST = 2.0
 EXTRA_COPIES = 3  # at most 1 + 3 glyphs per label (proportional/tabular x lining/old-style figures)
 
@@ -283,7 +283,7 @@ def _assign_distinct(probs: np.ndarray, other: int | None, duplicate_cost: float
     allowed = np.zeros((n, c), dtype=bool)
     allowed[np.arange(n)[:, None], top] = True
     label_cost = np.where(allowed[:, columns], -logp[:, columns], big)  # (n, m)
-    slots = [label_cost + (copy * duplicate_cost if copy else 0.0) for copy in range(copies)]
+    slots = [label_cost] + [label_cost + copy * duplicate_cost for copy in range(1, copies)]
     unknown = np.full((n, n), big)
     # leaving a row unknown is allowed only where the export can say "none of its labels"
     np.fill_diagonal(unknown, -logp[:, other] if other is not None else big / 2)
