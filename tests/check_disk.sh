@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Part of tests/run.sh: is there room for the suite? A new .venv takes ~6 GB (torch's CUDA build), the tests'
 # temporary files ~1 GB. On a full disk the failures come from deep inside unrelated tests (a CI run once failed
-# 30 of them so), so say it here, in one line, before anything starts.
+# 28 of them so), so say it here, in one line, before anything starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need_gb=$([ -x "${GLYPH_TRAIN_VENV:-.venv}/bin/python" ] && echo 2 || echo 8)

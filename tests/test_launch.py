@@ -36,7 +36,7 @@ def test_explicit_expectation_is_enforced(tmp_path: Path) -> None:
 
 
 def test_the_test_command_stops_in_one_line_when_the_disk_is_full(tmp_path: Path) -> None:
-    """A CI run on a nearly full disk failed 30 unrelated tests from deep inside. tests/run.sh now checks the
+    """A CI run on a nearly full disk failed 28 unrelated tests from deep inside. tests/run.sh now checks the
     room first (tests/check_disk.sh); here `df` reports 1 GB free."""
     fake = tmp_path / "bin"
     fake.mkdir()
