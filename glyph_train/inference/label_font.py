@@ -112,9 +112,11 @@ class FontLabels:
         for g in self.glyphs:  # in glyph id order
             if g.label != UNKNOWN:
                 holders.setdefault(g.label, []).append(g)
-        chosen = {label: next(g for g in gs if g.confidence >= max(h.confidence for h in gs) * (1 - TIE))
-                  for label, gs in holders.items()}
-        return {g.glyph: label for label, g in chosen.items()}
+        out: dict[str, str] = {}
+        for label, gs in holders.items():
+            tie = max(g.confidence for g in gs) * (1 - TIE)
+            out[next(g for g in gs if g.confidence >= tie).glyph] = label
+        return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -265,7 +267,7 @@ def assign_labels(probs: np.ndarray, min_confidence: float, drawings: list | Non
     which = np.array([first.setdefault(d, len(first)) for d in drawings], dtype=np.int64)
     merged = np.zeros((len(first), probs.shape[1]))
     np.add.at(merged, which, probs)  # copies of a drawing have the same probabilities, up to batch rounding
-    merged /= np.maximum(np.bincount(which, minlength=len(first)), 1)[:, None]
+    merged /= np.bincount(which, minlength=len(first))[:, None]
     out = _assign_distinct(merged, other, duplicate_cost)[which]
     chosen = probs[np.arange(len(out)), np.maximum(out, 0)]
     return np.where((out >= 0) & (chosen >= min_confidence), out, -1)
