@@ -10,7 +10,7 @@ the model knows:
 - at each --min-confidence: coverage (share labelled), precision (share right among labelled) and accuracy
   (share right: what label-font's CSV gets right at that setting, unknown counting as wrong);
 - at --repair-confidence, the glyphs left unknown although their argmax was right, and why: another glyph took
-  that label (the assignment favours one drawing per label), or its probability is below the threshold;
+  that label (the assignment favours one glyph per label), or its probability is below the threshold;
 - for the repaired font written at --repair-confidence: the share of seeded pseudo-words (Arabic and Latin)
   whose shaped glyph outline sequence equals the original font's, among the words whose every letter the font
   maps; and its ceiling, the share the original itself shapes identically with its ligatures and contextual

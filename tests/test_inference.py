@@ -243,19 +243,10 @@ def test_label_font_on_a_stripped_font_writes_csv_and_repaired_font(work, tmp_pa
     assert [r[0] for r in rows[1:]] == [n for n in names[1:]]  # every glyph but .notdef, in glyph id order
     labels = json.loads((work["export"] / "labels.json").read_text())
     assigned = [r[1] for r in rows[1:] if r[1] != "unknown"]
-    # joint assignment: a few drawings per label at most (glyphs drawn identically count once)
+    # joint assignment: a few glyphs per label at most
     from glyph_train.inference.label_font import EXTRA_COPIES
-    from glyph_train.inference.predictor import Predictor
-    from glyph_train.inference.sources import default_face, face_glyphs
 
-    records = face_glyphs(default_face(stripped), with_labels=False)[0]
-    done = Predictor(work["export"]).render((r.glyph, r.contours, r.em) for r in records)
-    drawing = {name: img.tobytes() for name, img in zip(done.keys, done.images)}
-    drawings_of: dict[str, set] = {}
-    for glyph, label, *_ in rows[1:]:
-        if label != "unknown":
-            drawings_of.setdefault(label, set()).add(drawing[glyph])
-    assert assigned and all(len(d) <= 1 + EXTRA_COPIES for d in drawings_of.values())
+    assert assigned and max(assigned.count(label) for label in assigned) <= 1 + EXTRA_COPIES
     for glyph, label, conf, top5 in rows[1:]:
         assert 0.0 <= float(conf) <= 1.0
         if top5:
@@ -403,9 +394,9 @@ def test_joint_assignment_gives_a_glyph_its_second_choice_rather_than_a_label_a_
                       [0.60, 0.35, 0.05],   # ... and label 1 is not far less likely for glyph 1
                       [0.34, 0.33, 0.33]])  # too unsure for 0.5
     for cost in (DUPLICATE_COST, math.inf):
-        np.testing.assert_array_equal(assign_labels(probs, 0.3, duplicate_cost=cost), [0, 1, 2])
-        np.testing.assert_array_equal(assign_labels(probs, 0.5, duplicate_cost=cost), [0, -1, -1])
-    assert assign_labels(np.zeros((0, 3)), 0.5).shape == (0,)
+        np.testing.assert_array_equal(assign_labels(probs, 0.3, duplicate_cost=cost)[0], [0, 1, 2])
+        np.testing.assert_array_equal(assign_labels(probs, 0.5, duplicate_cost=cost)[0], [0, -1, -1])
+    assert assign_labels(np.zeros((0, 3)), 0.5)[0].shape == (0,)
 
 
 def test_a_label_drawn_twice_stays_with_both_glyphs():
@@ -418,9 +409,9 @@ def test_a_label_drawn_twice_stays_with_both_glyphs():
     probs = np.array([[0.97, 0.02, 0.01],   # i
                       [0.98, 0.01, 0.01],   # i.loclTRK: another drawing, a shade likelier i
                       [0.05, 0.90, 0.05]])  # l
-    np.testing.assert_array_equal(assign_labels(probs, 0.5), [0, 0, 1])
-    np.testing.assert_array_equal(assign_labels(probs, 0.0, duplicate_cost=math.inf), [2, 0, 1])  # i lost its label
-    np.testing.assert_array_equal(assign_labels(probs, 0.0, duplicate_cost=0.0), probs.argmax(1))
+    np.testing.assert_array_equal(assign_labels(probs, 0.5)[0], [0, 0, 1])
+    np.testing.assert_array_equal(assign_labels(probs, 0.0, duplicate_cost=math.inf)[0], [2, 0, 1])  # i lost its label
+    np.testing.assert_array_equal(assign_labels(probs, 0.0, duplicate_cost=0.0)[0], probs.argmax(1))
 
 
 def test_the_threshold_hides_labels_and_never_moves_one_to_another_glyph():
@@ -429,10 +420,10 @@ def test_the_threshold_hides_labels_and_never_moves_one_to_another_glyph():
     rng = np.random.default_rng(0)
     for _ in range(20):
         probs = rng.dirichlet(np.full(6, 0.3), size=8)
-        base = assign_labels(probs, 0.0)
+        base = assign_labels(probs, 0.0)[0]
         for threshold in (0.3, 0.6, 0.9):
             chosen = probs[np.arange(8), base]
-            np.testing.assert_array_equal(assign_labels(probs, threshold), np.where(chosen >= threshold, base, -1))
+            np.testing.assert_array_equal(assign_labels(probs, threshold)[0], np.where(chosen >= threshold, base, -1))
 
 
 def test_a_glyph_likelier_other_than_any_label_stays_unknown_and_the_other_class_is_never_assigned():
@@ -446,39 +437,46 @@ def test_a_glyph_likelier_other_than_any_label_stays_unknown_and_the_other_class
                       [0.45, 0.00, 0.55],
                       [0.10, 0.10, 0.80],
                       [0.05, 0.90, 0.05]])
-    np.testing.assert_array_equal(assign_labels(probs, 0.3, other=2), [0, -1, -1, 1])
-    np.testing.assert_array_equal(assign_labels(probs, 0.0, other=2), [0, -1, -1, 1])
-    np.testing.assert_array_equal(assign_labels(probs, 0.3), [0, 2, 2, 1])  # column 2 as a label: its second glyph
+    np.testing.assert_array_equal(assign_labels(probs, 0.3, other=2)[0], [0, -1, -1, 1])
+    np.testing.assert_array_equal(assign_labels(probs, 0.0, other=2)[0], [0, -1, -1, 1])
+    np.testing.assert_array_equal(assign_labels(probs, 0.3)[0], [0, 2, 2, 1])  # column 2 as a label: its second glyph
 
 
-def test_identical_drawings_share_a_label():
-    """A tabular zero drawn like the proportional one: both get the label as one candidate. A distinct
-    drawing competes for it: with one glyph per label, glyph 3 stays unknown."""
-    from glyph_train.inference.label_font import assign_labels
-
-    probs = np.array([[0.95, 0.03, 0.02],   # zero
-                      [0.95, 0.03, 0.02],   # zero.tf, the same drawing
-                      [0.10, 0.85, 0.05],   # one
-                      [0.90, 0.05, 0.05]])  # a different drawing that also looks like zero
-    drawings = [b"zero", b"zero", b"one", b"other"]
-    out = assign_labels(probs, 0.5, drawings, duplicate_cost=math.inf)
-    assert out[0] == out[1] == 0 and out[2] == 1 and out[3] == -1
-    assert sorted(assign_labels(probs, 0.5, duplicate_cost=math.inf).tolist()) == [-1, -1, 0, 1]  # one zero only
-
-
-def test_a_copy_of_a_drawing_never_pushes_the_glyph_that_has_it_onto_another_label():
-    """Fonts copy drawings: kaf's medial form and keheh's, a shaped form and its presentation-form glyph. As
-    two candidates, at min confidence 0 one copy took the label and the other was pushed onto its second
-    choice (when that was the glyph the cmap maps, the font lost the letter: 133 such (glyph, copy) pairs in
-    the Arabic fonts of bench_label_font).
-    One candidate per drawing: both share the label."""
+def test_copies_of_one_drawing_share_a_label_unless_another_is_near():
+    """Fonts copy drawings: a tabular zero drawn like the proportional one, a shaped Arabic form and its
+    presentation-form glyph. With one glyph per label the copy was pushed onto its second choice (when that
+    was the glyph the cmap maps, the font lost the letter: 133 such pairs in the Arabic fonts of
+    bench_label_font). With the duplicate cost both keep the label their second choice is far below."""
     from glyph_train.inference.label_font import assign_labels
 
     probs = np.array([[0.90, 0.06, 0.04],   # the presentation-form copy
                       [0.90, 0.06, 0.04],   # the shaped glyph: the same drawing
                       [0.05, 0.05, 0.90]])
-    assert assign_labels(probs, 0.0, [b"kaf", b"kaf", b"lam"]).tolist() == [0, 0, 2]
-    assert sorted(assign_labels(probs, 0.0, duplicate_cost=math.inf).tolist()) == [0, 1, 2]  # two: one is pushed
+    assert assign_labels(probs, 0.0)[0].tolist() == [0, 0, 2]
+    assert sorted(assign_labels(probs, 0.0, duplicate_cost=math.inf)[0].tolist()) == [0, 1, 2]  # one is pushed
+
+
+def test_a_fonts_second_drawing_of_a_capital_is_its_lowercase():
+    """Bangers draws its lowercase as its capitals, Cinzel as small capitals: the model, one glyph at a time,
+    calls both glyphs A (Bangers and Cinzel had 52 wrong Latin letters of the held-out fonts' 103). A font's
+    second A, with no glyph likelier a, is its a: the later in glyph order, with the two cases' probability.
+    A font that has its a keeps it, and its small capital A shares A."""
+    from glyph_train.inference.label_font import assign_labels, case_pairs
+
+    cases = case_pairs(["65_isol", "97_isol", "66_isol", "98_isol", "49_isol"])
+    assert [c.tolist() for c in cases] == [[0, 2], [1, 3]]
+    bangers = np.array([[0.96, 0.01, 0.01, 0.01, 0.01],   # A
+                        [0.01, 0.01, 0.96, 0.01, 0.01],   # B
+                        [0.96, 0.01, 0.01, 0.01, 0.01],   # a: the A's drawing
+                        [0.01, 0.01, 0.96, 0.01, 0.01]])  # b
+    labels, confidence = assign_labels(bangers, 0.5, cases=cases)
+    assert labels.tolist() == [0, 2, 1, 3]
+    np.testing.assert_allclose(confidence, [0.96, 0.96, 0.97, 0.97])
+    assert assign_labels(bangers, 0.5)[0].tolist() == [0, 2, 0, 2]  # without the cases: two As, two Bs
+    normal = np.array([[0.96, 0.01, 0.01, 0.01, 0.01],   # A
+                       [0.01, 0.96, 0.01, 0.01, 0.01],   # a
+                       [0.94, 0.03, 0.01, 0.01, 0.01]])  # A.sc, a small capital A
+    assert assign_labels(normal, 0.5, cases=cases)[0].tolist() == [0, 1, 0]
 
 
 def test_the_repaired_font_maps_the_likeliest_glyph_of_a_label_and_breaks_near_ties_by_glyph_order():

@@ -10,11 +10,13 @@ linear_sum_assignment) maximising the summed log-probability, where the k-th gly
 (k - 1) * DUPLICATE_COST more. So a glyph takes a label another glyph has only when it is far likelier than
 any label of its own: a tabular or old-style figure, a Turkish i, a letter of another language drawn like
 one of ours, where a hard one-glyph-per-label rule handed the label to whichever copy scored higher and left
-the glyph the font really maps without it. A glyph likelier the export's other class (trained with
---others-per-label: glyphs that are none of its labels) than any label stays `unknown`, and so does one
-whose assigned label is less likely than --min-confidence. A drawing is one glyph here, not a glyph name:
-glyphs the model sees identically are one candidate. The repaired font maps one glyph per label
-(FontLabels.assignment).
+the glyph the font really maps without it. Display fonts draw their lowercase as capitals (Bangers) or small
+capitals (Cinzel), which the model, seeing one glyph at a time, calls capitals: a lowercase letter is taken
+to be at least LOWERCASE_AS_CAPITAL times as likely as its capital (case_pairs), so a font's second drawing
+of a capital, with no glyph likelier its lowercase, becomes the lowercase (the later one in glyph order, as
+fonts list capitals first). A glyph likelier the export's other class (trained with --others-per-label:
+glyphs that are none of its labels) than any label stays `unknown`, and so does one whose assigned label is
+less likely than --min-confidence. The repaired font maps one glyph per label (FontLabels.assignment).
 
 CSV (in glyph id order; glyphs that draw nothing are `unknown` with an empty top5):
     glyph,label,confidence,top5        top5 = label:prob;label:prob;...  (the glyph's own top 5)
@@ -55,6 +57,10 @@ EXTRA_COPIES = 3  # at most 1 + 3 glyphs per label (proportional/tabular x linin
 # measured on the held-out fonts, 3-10 % map 2-3 points more Arabic words than glyph order alone and 8 more
 # Latin ones than the likeliest alone (tabular figures are often a shade likelier; BENCHMARKS.md §14j).
 TIE = 0.1
+# How likely a glyph drawn like a capital is its lowercase, in any font: above e^-DUPLICATE_COST (0.14), so a
+# font's second drawing of a capital becomes the lowercase when no glyph is likelier it. On the held-out fonts
+# 0.14-0.5 are alike, Latin joint +2.2 points, and little else moves (BENCHMARKS.md §14k).
+LOWERCASE_AS_CAPITAL = 0.25
 
 
 def _probability(text: str) -> float:
@@ -172,10 +178,9 @@ class FontPredictions:
     font: Path
     family: str
     style: str
-    records: list  # inference.sources glyph records, in face order
+    records: list  # inference.sources glyph records, in glyph id order
     rows: list[int]  # records[rows[i]] is probs[i]
     probs: np.ndarray  # (len(rows), labels)
-    drawings: list[bytes]  # rendered image bytes per row: identical drawings share a label
     blank: list[tuple[int, str]]  # (glyph id, name) of glyphs that draw nothing
     label_names: list[str]
     script_shares: dict[str, float] = field(default_factory=dict)  # each script's estimated share of the font,
@@ -219,8 +224,7 @@ def predict_font(font: Path, predictor, script_prior: bool = True) -> FontPredic
     probs = predictor.predict(rendered.images).probs if rendered.keys else np.zeros((0, len(predictor.label_names)))
     gid_of = {name: gid for gid, name in enumerate(glyph_names(face))}
     pred = FontPredictions(font, face.family_name, face.style_name, records, list(rendered.keys), probs,
-                           [img.tobytes() for img in rendered.images], [(gid_of[n], n) for n in empty],
-                           list(predictor.label_names))
+                           [(gid_of[n], n) for n in empty], list(predictor.label_names))
     return pred.with_script_prior() if script_prior else pred
 
 
@@ -228,13 +232,13 @@ def assign_font(pred: FontPredictions, min_confidence: float = DEFAULT_MIN_CONFI
                 duplicate_cost: float = DUPLICATE_COST) -> FontLabels:
     """Labels chosen jointly for the font (see assign_labels)."""
     names, probs = pred.label_names, pred.probs
-    assigned = assign_labels(probs, min_confidence, pred.drawings, other_class(names), duplicate_cost)
+    assigned, confidence = assign_labels(probs, min_confidence, other_class(names), duplicate_cost, case_pairs(names))
     out: dict[int, GlyphLabel] = {}
     for row, k in enumerate(pred.rows):
         r = pred.records[k]
         best = int(probs[row].argmax())
         j = assigned[row]
-        label, conf = (names[j], float(probs[row, j])) if j >= 0 else (UNKNOWN, float(probs[row, best]))
+        label, conf = (names[j], float(confidence[row])) if j >= 0 else (UNKNOWN, float(probs[row, best]))
         out[r.glyph_id] = GlyphLabel(r.glyph, r.glyph_id, label, conf, names[best], pred.top5[row])
     for r in pred.records:  # the ones the renderer refused
         out.setdefault(r.glyph_id, GlyphLabel(r.glyph, r.glyph_id, UNKNOWN, 0.0, ""))
@@ -250,32 +254,58 @@ def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFID
     return assign_font(predict_font(font, predictor, script_prior), min_confidence)
 
 
-def assign_labels(probs: np.ndarray, min_confidence: float, drawings: list | None = None,
-                  other: int | None = None, duplicate_cost: float = DUPLICATE_COST) -> np.ndarray:
-    """Column index per row (-1 = unknown), maximising the summed log-probability of the rows' labels less
-    (k - 1) * duplicate_cost for the k-th row given a column (inf: one row per column; 0: each row's argmax).
-    Rows may only take one of their top labels. `other` is the column of the export's other class: a row
-    whose probs[row, other] beats the label it would get stays unknown, and the column is never assigned.
+def case_pairs(label_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(capitals' columns, their lowercase letters' columns): the isolated forms of the bicameral letters the
+    export knows in both cases."""
+    from glyph_train.corpus.unicode_data import label
+
+    column = {name: j for j, name in enumerate(label_names)}
+    pairs = []
+    for name, j in column.items():
+        head, _, form = name.partition("_")
+        if form != "isol" or not head.isdigit() or int(head) > 0x10FFFF:
+            continue
+        capital = chr(int(head))
+        small = capital.lower()
+        if capital.isupper() and len(small) == 1 and label(ord(small), "isol") in column:
+            pairs.append((j, column[label(ord(small), "isol")]))
+    if not pairs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    upper, lower = np.array(pairs, dtype=np.int64).T
+    return upper, lower
+
+
+def assign_labels(probs: np.ndarray, min_confidence: float, other: int | None = None,
+                  duplicate_cost: float = DUPLICATE_COST,
+                  cases: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(column per row, -1 = unknown; the probability of that column) maximising the summed log-probability
+    of the rows' labels less (k - 1) * duplicate_cost for the k-th row given a column (inf: one row per
+    column; 0: each row's argmax). Rows are glyphs in glyph order; a row may only take one of its top labels.
+    `other` is the column of the export's other class: a row whose probs[row, other] beats the label it
+    would get stays unknown, and the column is never assigned.
+    `cases` (case_pairs): each lowercase column counts as at least LOWERCASE_AS_CAPITAL times its capital's,
+    a hair more for later rows (fonts list capitals first, and copies of one drawing tie). A row given the
+    lowercase for its capital's likelihood has, as probability, the two cases' sum: its shape is the
+    letter's, its case the font's.
     Then rows whose label is less likely than min_confidence are unknown: the threshold hides labels, it
-    never moves one to another glyph.
-    `drawings` (one hashable per row, e.g. the rendered image's bytes): rows with equal drawings are one
-    candidate and all get its label. Fonts copy drawings (tabular and proportional figures, Arabic
-    presentation forms beside the shaped ones): a drawing is one candidate however many glyphs draw it."""
-    if drawings is None:
-        drawings = range(len(probs))
-    first: dict = {}
-    which = np.array([first.setdefault(d, len(first)) for d in drawings], dtype=np.int64)
-    merged = np.zeros((len(first), probs.shape[1]))
-    np.add.at(merged, which, probs)  # copies of a drawing have the same probabilities, up to batch rounding
-    merged /= np.bincount(which, minlength=len(first))[:, None]
-    out = _assign_distinct(merged, other, duplicate_cost)[which]
-    chosen = probs[np.arange(len(out)), np.maximum(out, 0)]
-    return np.where((out >= 0) & (chosen >= min_confidence), out, -1)
+    never moves one to another glyph."""
+    scores, sums = probs, probs
+    if cases is not None and len(cases[0]):
+        upper, lower = cases
+        folded = LOWERCASE_AS_CAPITAL * probs[:, upper] > probs[:, lower]
+        later = 1 + 1e-3 * np.arange(len(probs))[:, None] / max(len(probs), 1)
+        scores, sums = probs.copy(), probs.copy()
+        scores[:, lower] = np.where(folded, LOWERCASE_AS_CAPITAL * probs[:, upper] * later, probs[:, lower])
+        sums[:, lower] = np.where(folded, probs[:, lower] + probs[:, upper], probs[:, lower])
+    out = _assign_distinct(scores, other, duplicate_cost)
+    confidence = sums[np.arange(len(out)), np.maximum(out, 0)]
+    keep = (out >= 0) & (confidence >= min_confidence)
+    return np.where(keep, out, -1), np.where(keep, confidence, 0.0)
 
 
 def _assign_distinct(probs: np.ndarray, other: int | None, duplicate_cost: float) -> np.ndarray:
-    """The assignment for rows that are all different drawings, before the confidence threshold: columns are
-    (label, copy) slots, the copy-th slot costing copy * duplicate_cost more, plus one unknown slot per row."""
+    """The assignment before the confidence threshold: columns are (label, copy) slots, the copy-th slot
+    costing copy * duplicate_cost more, plus one unknown slot per row."""
     from scipy.optimize import linear_sum_assignment
 
     n, c = probs.shape
