@@ -26,6 +26,16 @@ def test_held_out_list_covers_the_styles():
     assert {package_name(f) for f in bench.HELD_OUT} <= listed
 
 
+def test_the_script_set_holds_no_held_out_family_and_none_of_default():
+    sets = family_sets()
+    script = [name for name, _ in sets["script"]]
+    assert len(script) >= 90 and len(set(script)) == len(script)
+    assert {style for _, style in sets["script"]} == {"script", "handwriting"}
+    assert [name for name in script if bench.held_out_of(name.replace("-", " "))] == []
+    assert bench.held_out_of("patrick hand sc") == "Patrick Hand"  # what the line above would catch
+    assert not set(script) & {name for name, _ in sets["default"]}
+
+
 def test_label_sets_are_files_of_well_formed_labels_and_label_font_extends_core():
     from glyph_train.corpus.db import parse_label_list
     from glyph_train.corpus.unicode_data import FIGURE_FEATURES, LABEL_FORMS

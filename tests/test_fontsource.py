@@ -87,6 +87,20 @@ def test_rerun_adds_nothing(db):
     assert (summary.fonts_added, summary.fonts_present) == (0, 1)
 
 
+def test_a_package_with_the_older_metadata_keys_reads(db, cache, tmp_path):
+    """Packages published before Fontsource 5 name themselves fontId/fontName (@fontsource/euphoria-script,
+    condiment): build-db skipped them as unreadable."""
+    import json
+
+    pkg = shutil.copytree(cache / "lalezar", tmp_path / "lalezar")  # fetched by the db fixture
+    meta = json.loads((pkg / "metadata.json").read_text())
+    meta["fontId"], meta["fontName"] = meta.pop("id"), meta.pop("family")
+    (pkg / "metadata.json").write_text(json.dumps(meta))
+    (face,) = package_faces(pkg)
+    (new,) = package_faces(cache / "lalezar")
+    assert (face.family_name, face.file_hash, len(face.subsets)) == ("Lalezar", new.file_hash, len(new.subsets))
+
+
 def test_codepoints_go_to_the_subset_whose_range_holds_them(cache):
     (face,) = package_faces(cache / "lalezar")
     shaper = SubsetShaper(face.subsets)

@@ -247,7 +247,8 @@ def package_faces(pkg: Path) -> list[FontsourceFace]:
         meta = json.loads((pkg / "metadata.json").read_text(encoding="utf-8"))
         ranges = json.loads((pkg / "unicode.json").read_text(encoding="utf-8")) \
             if (pkg / "unicode.json").is_file() else {}
-        ident, family = meta["id"], meta["family"]
+        # packages published before Fontsource 5 say fontId/fontName (euphoria-script, condiment)
+        ident, family = meta.get("id") or meta["fontId"], meta.get("family") or meta["fontName"]
         subsets, weights, styles = meta["subsets"], meta["weights"], meta["styles"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise FontError(f"unreadable package metadata ({type(err).__name__}: {err})") from None
