@@ -9,19 +9,19 @@ the model knows:
 - accuracy of the independent argmax and of the joint assignment (min confidence 0);
 - at each --min-confidence: coverage (share labelled), precision (share right among labelled) and accuracy
   (share right: what label-font's CSV gets right at that setting, unknown counting as wrong);
-- at --repair-confidence, the glyphs left unknown although their argmax was right, and why: another glyph took
-  that label (the assignment favours one glyph per label), or its probability is below the threshold;
-- for the repaired font written at --repair-confidence: the share of seeded pseudo-words (Arabic and Latin)
-  whose shaped glyph outline sequence equals the original font's, among the words whose every letter the font
-  maps; and its ceiling, the share the original itself shapes identically with its ligatures and contextual
-  features off (what a cmap + positional-forms repair can reach at best: Reem Kufi, Aref Ruqaa and Noto Nastaliq
-  shape nearly every word contextually).
+- at label-font's default --min-confidence, the glyphs left unknown although their argmax was right, and why:
+  another glyph took that label (the assignment favours one glyph per label), or its probability is below it;
+- for the repaired font written at --repair-confidence (label-font --write-font's: 0, every assigned label): the
+  share of seeded pseudo-words (Arabic and Latin) whose shaped glyph outline sequence equals the original font's,
+  among the words whose every letter the font maps; and its ceiling, the share the original itself shapes
+  identically with its ligatures and contextual features off (what a cmap + positional-forms repair can reach
+  at best: Reem Kufi, Aref Ruqaa and Noto Nastaliq shape nearly every word contextually).
 All of it from the same predictions, side by side: `script_prior` (label-font's default: probabilities
 reweighted by the scripts the font draws, inference/font_prior.py) and `model_only` (--no-script-prior), each
 at every --duplicate-costs value (label-font's DUPLICATE_COST unmarked; `inf`: one glyph per label).
 
     python bench/bench_label_font.py --checkpoint RUN/best FONT [FONT ...] [--thresholds 0.3,0.5,0.7,0.9]
-        [--repair-confidence 0.5] [--words 300] [--score-labels launch/label_font_labels.txt]
+        [--repair-confidence 0] [--words 300] [--score-labels launch/label_font_labels.txt]
         [--duplicate-costs 2,inf]
 """
 
@@ -49,7 +49,8 @@ from glyph_train.corpus.db import parse_label_list  # noqa: E402
 from glyph_train.corpus.fonts import sfnt_data  # noqa: E402
 from glyph_train.corpus.shaping import Shaper  # noqa: E402
 from glyph_train.corpus.unicode_data import FIGURE_FEATURES, char_class  # noqa: E402
-from glyph_train.inference.label_font import DUPLICATE_COST, UNKNOWN, assign_font, predict_font  # noqa: E402
+from glyph_train.inference.label_font import (DEFAULT_MIN_CONFIDENCE, DUPLICATE_COST, UNKNOWN, assign_font,  # noqa: E402
+                                              predict_font)
 from glyph_train.inference.predictor import Predictor  # noqa: E402
 from glyph_train.inference.repair import write_repaired_font  # noqa: E402
 from glyph_train.inference.sources import known_labels  # noqa: E402
@@ -104,7 +105,8 @@ def outline_sequence(shaper: Shaper, text: str, features: dict | None = None) ->
 def score_font(predicted, truth_by_gid: dict, known: set, thresholds: list[float], repair_confidence: float,
                duplicate_cost: float, tally: dict, repaired: Path) -> None:
     """Count one font's right and wrong labels into tally[group] and write its repaired copy to `repaired`."""
-    runs = {t: assign_font(predicted, t, duplicate_cost) for t in [0.0, *thresholds, repair_confidence]}
+    runs = {t: assign_font(predicted, t, duplicate_cost)
+            for t in [0.0, *thresholds, repair_confidence, DEFAULT_MIN_CONFIDENCE]}
     for t, result in runs.items():
         taken = {g.label for g in result.glyphs}
         for g in result.glyphs:
@@ -119,7 +121,7 @@ def score_font(predicted, truth_by_gid: dict, known: set, thresholds: list[float
             if t in thresholds:
                 c[f"labelled@{t}"] += g.label != UNKNOWN
                 c[f"right@{t}"] += g.label == truth
-            if t == repair_confidence and g.label == UNKNOWN and g.argmax == truth:
+            if t == DEFAULT_MIN_CONFIDENCE and g.label == UNKNOWN and g.argmax == truth:
                 # what the CSV leaves unknown although the argmax was right: why
                 c["lost_to_another_glyph" if truth in taken else "lost_below_confidence"] += 1
     write_repaired_font(predicted.font, repaired, runs[repair_confidence].assignment())
@@ -130,7 +132,8 @@ def main() -> None:
     ap.add_argument("fonts", nargs="+", type=Path)
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--thresholds", default="0.3,0.5,0.7,0.8,0.9,0.95")
-    ap.add_argument("--repair-confidence", type=float, default=0.5)
+    ap.add_argument("--repair-confidence", type=float, default=0.0,
+                    help="the min confidence the repaired font is written at (label-font --write-font's: 0)")
     ap.add_argument("--words", type=int, default=300)
     ap.add_argument("--duplicate-costs", default=str(DUPLICATE_COST), metavar="C,C",
                     help="label-font's cost of a label's each further glyph, one report per value (inf: one glyph "
@@ -186,7 +189,7 @@ def main() -> None:
                                           "precision": round(c[f"right@{t}"] / max(c[f"labelled@{t}"], 1), 4),
                                           "accuracy": round(c[f"right@{t}"] / n, 4)}
                                  for t in thresholds},
-                f"argmax_right_but_unknown@{args.repair_confidence}": {
+                f"argmax_right_but_unknown@{DEFAULT_MIN_CONFIDENCE}": {
                     "label_taken_by_another_glyph": c["lost_to_another_glyph"],
                     "below_confidence": c["lost_below_confidence"]}}
         report[variant]["words_shaped_identically"] = {
