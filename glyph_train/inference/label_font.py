@@ -165,8 +165,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"label-font: wrote {args.write_font}: {report.summary()}")
         below = sorted(set(mapped.values()) - set(result.assignment().values()))
         if below:
+            more = " ..." if len(below) > 10 else ""
             print(f"label-font: mapped {len(below)} labels below --min-confidence {args.min_confidence} "
-                  f"(unknown in the CSV): {', '.join(below[:10])}" + (" ..." if len(below) > 10 else ""), file=sys.stderr)
+                  f"(unknown in the CSV): {', '.join(below[:10])}{more}", file=sys.stderr)
         for line in report.stand_ins:
             print(f"label-font: stand-in: {line}", file=sys.stderr)
         for line in report.unmapped:
