@@ -288,6 +288,13 @@ def test_the_repaired_font_maps_labels_below_the_csvs_threshold(work, tmp_path, 
     cmap = TTFont(fonts["1"]).getBestCmap()
     assert cmap and cmap == TTFont(fonts["0"]).getBestCmap()
     assert "label-font: mapped " in capsys.readouterr().err
+    # --font-min-confidence leaves them out; alone it would do nothing, so it is refused
+    rc, _ = cli("label-font", stripped, "--checkpoint", work["export"], "--out", tmp_path / "strict.csv",
+                "--write-font", tmp_path / "strict.ttf", "--min-confidence", "1", "--font-min-confidence", "1")
+    assert rc == 0 and TTFont(tmp_path / "strict.ttf").getBestCmap() == {}
+    rc, _ = cli("label-font", stripped, "--checkpoint", work["export"], "--out", tmp_path / "x.csv",
+                "--font-min-confidence", "0.5")
+    assert rc != 0 and "give --write-font" in capsys.readouterr().err
 
 
 def test_label_font_reports_the_fonts_scripts_and_no_script_prior_keeps_the_models_probabilities(work, tmp_path):

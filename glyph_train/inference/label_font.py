@@ -17,8 +17,8 @@ of a capital, with no glyph likelier its lowercase, becomes the lowercase (the l
 fonts list capitals first). A glyph likelier the export's other class (trained with --others-per-label:
 glyphs that are none of its labels) than any label stays `unknown`, and so does one whose assigned label is
 less likely than --min-confidence. The repaired font (--write-font) maps one glyph per label
-(FontLabels.assignment) for every label of the assignment, --min-confidence or not: a letter it leaves out
-shapes as .notdef, while a label below 0.5 is still right more often than not.
+(FontLabels.assignment), by default every label of the assignment (--font-min-confidence 0): a letter it
+leaves out shapes as .notdef, while a label below 0.5 is still right more often than not.
 
 CSV (in glyph id order; glyphs that draw nothing are `unknown` with an empty top5):
     glyph,label,confidence,top5        top5 = label:prob;label:prob;...  (the glyph's own top 5)
@@ -77,6 +77,10 @@ def _probability(text: str) -> float:
 
 MIN_CONFIDENCE_FLAG = Flag("--min-confidence", "glyphs whose label is less likely than P are `unknown`",
                            DEFAULT_MIN_CONFIDENCE, type=_probability, metavar="P")
+FONT_MIN_CONFIDENCE_FLAG = Flag(
+    "--font-min-confidence", "with --write-font: the repaired font maps labels at least P likely; below "
+    "--min-confidence they are unknown in the CSV and listed (0: every assigned label, as a letter left out shapes "
+    "as .notdef)", 0.0, type=_probability, metavar="P")
 SCRIPT_PRIOR_FLAG = Flag("--script-prior", "reweight the model's probabilities by each script's share of the font's "
                          "glyphs, estimated by EM over the whole font (inference/font_prior.py)", True)
 
@@ -86,9 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     CHECKPOINT_FLAG.add(parser, required=True)
     parser.add_argument("--out", required=True, type=Path, help="CSV to write: glyph,label,confidence,top5")
     parser.add_argument("--write-font", type=Path, metavar="OUT.ttf",
-                        help="also write a repaired copy of the font: cmap + Arabic init/medi/fina GSUB from every "
-                             "assigned label, those below --min-confidence too (they are listed)")
+                        help="also write a repaired copy of the font: cmap + Arabic init/medi/fina GSUB from the "
+                             "labels (--font-min-confidence)")
     MIN_CONFIDENCE_FLAG.add(parser)
+    FONT_MIN_CONFIDENCE_FLAG.add(parser, unset=True)
     SCRIPT_PRIOR_FLAG.add(parser)
     FORWARD_BATCH_FLAG.add(parser)
 
@@ -137,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
             raise GlyphTrainError(f"{flag} {path} is the input font; the input is never overwritten, choose another path")
     if args.write_font is not None and _same_file(args.write_font, args.out):
         raise GlyphTrainError("--out and --write-font name the same file")
+    if args.font_min_confidence is not None and args.write_font is None:
+        raise GlyphTrainError("--font-min-confidence sets what the repaired font maps: give --write-font OUT.ttf too")
     from glyph_train.inference.predictor import Predictor
 
     predictor = Predictor(args.checkpoint, batch_size=args.batch_size)
@@ -158,9 +165,10 @@ def run(args: argparse.Namespace) -> int:
     if args.write_font is not None:
         from glyph_train.inference.repair import write_repaired_font
 
-        # every label: measured on the held-out fonts, mapping those below 0.5 too shapes 57 % of the Arabic words
-        # and 79 % of the Latin ones identically, against 49 % and 69 % without them (BENCHMARKS.md §14l)
-        mapped = assign_font(predicted, 0.0).assignment()
+        # by default every label: on the held-out fonts the repaired fonts then shape 57 % of the Arabic words and
+        # 79 % of the Latin ones identically, against 49 % and 69 % at 0.5 (BENCHMARKS.md §14l)
+        floor = FONT_MIN_CONFIDENCE_FLAG.default if args.font_min_confidence is None else args.font_min_confidence
+        mapped = assign_font(predicted, floor).assignment()
         report = write_repaired_font(font, args.write_font, mapped)
         print(f"label-font: wrote {args.write_font}: {report.summary()}")
         below = sorted(set(mapped.values()) - set(result.assignment().values()))
