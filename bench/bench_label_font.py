@@ -18,11 +18,12 @@ the model knows:
   at best: Reem Kufi, Aref Ruqaa and Noto Nastaliq shape nearly every word contextually).
 All of it from the same predictions, side by side: `script_prior` (label-font's default: probabilities
 reweighted by the scripts the font draws, inference/font_prior.py) and `model_only` (--no-script-prior), each
-at every --duplicate-costs value (label-font's DUPLICATE_COST unmarked; `inf`: one glyph per label).
+at every --duplicate-costs value (label-font's DUPLICATE_COST unmarked; `inf`: one glyph per label) and every
+--tta-views value (label-font's default unmarked; 0: the image alone).
 
     python bench/bench_label_font.py --checkpoint RUN/best FONT [FONT ...] [--thresholds 0.3,0.5,0.7,0.9]
         [--repair-confidence 0] [--words 300] [--score-labels launch/label_font_labels.txt]
-        [--duplicate-costs 2,inf]
+        [--duplicate-costs 2,inf] [--tta-views 0,8]
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ from glyph_train.corpus.db import parse_label_list  # noqa: E402
 from glyph_train.corpus.fonts import sfnt_data  # noqa: E402
 from glyph_train.corpus.shaping import Shaper  # noqa: E402
 from glyph_train.corpus.unicode_data import FIGURE_FEATURES, char_class  # noqa: E402
-from glyph_train.inference.label_font import (DEFAULT_MIN_CONFIDENCE, DUPLICATE_COST, UNKNOWN, assign_font,  # noqa: E402
-                                              predict_font)
+from glyph_train.inference.label_font import (DEFAULT_MIN_CONFIDENCE, DUPLICATE_COST, TTA_VIEWS_FLAG,  # noqa: E402
+                                              UNKNOWN, assign_font, predict_font)
 from glyph_train.inference.predictor import Predictor  # noqa: E402
 from glyph_train.inference.repair import write_repaired_font  # noqa: E402
 from glyph_train.inference.sources import known_labels  # noqa: E402
@@ -138,12 +139,16 @@ def main() -> None:
     ap.add_argument("--duplicate-costs", default=str(DUPLICATE_COST), metavar="C,C",
                     help="label-font's cost of a label's each further glyph, one report per value (inf: one glyph "
                          f"per label; 0: independent argmax); label-font's own is {DUPLICATE_COST}")
+    ap.add_argument("--tta-views", default=str(TTA_VIEWS_FLAG.default), metavar="N,N",
+                    help="label-font --tta-views values, one report each; label-font's own is "
+                         f"{TTA_VIEWS_FLAG.default}")
     ap.add_argument("--score-labels", metavar="FILE|LIST",
                     help="score only glyphs whose true label is one of these (labels file or comma list), so that "
                          "exports with more classes are compared on the same glyphs; default: every label it knows")
     args = ap.parse_args()
     thresholds = [float(t) for t in args.thresholds.split(",")]
     duplicate_costs = [float(c) for c in args.duplicate_costs.split(",")]
+    tta_views = [int(v) for v in args.tta_views.split(",")]
     predictor = Predictor(args.checkpoint)
     known = set(predictor.label_names)
     if args.score_labels:
@@ -163,17 +168,20 @@ def main() -> None:
                          for script, letters in (("arabic", ARABIC_LETTERS), ("latin", LATIN_LETTERS))}
             for script, shaped in originals.items():
                 ceiling[script] += sum(outline_sequence(before, word, NOT_REPAIRED) == seq for word, seq in shaped)
-            model_only = predict_font(stripped, predictor, script_prior=False)  # once: the rest is assignment
-            for prior, predicted in (("script_prior", model_only.with_script_prior()), ("model_only", model_only)):
-                for cost in duplicate_costs:
-                    variant = prior if cost == DUPLICATE_COST else f"{prior}, duplicate cost {cost:g}"
-                    repaired = Path(tmp) / f"repaired{font.suffix}"
-                    score_font(predicted, truth_by_gid, known, thresholds, args.repair_confidence, cost,
-                               tally[variant], repaired)
-                    after = Shaper(sfnt_data(repaired))
-                    for script, shaped in originals.items():
-                        shaping[variant][script][0] += sum(outline_sequence(after, word) == seq for word, seq in shaped)
-                        shaping[variant][script][1] += len(shaped)
+            for views in tta_views:
+                model_only = predict_font(stripped, predictor, False, views)  # once: the rest is assignment
+                for prior, predicted in (("script_prior", model_only.with_script_prior()), ("model_only", model_only)):
+                    for cost in duplicate_costs:
+                        variant = ", ".join([prior] + ([f"duplicate cost {cost:g}"] if cost != DUPLICATE_COST else [])
+                                            + ([f"tta views {views}"] if views != TTA_VIEWS_FLAG.default else []))
+                        repaired = Path(tmp) / f"repaired{font.suffix}"
+                        score_font(predicted, truth_by_gid, known, thresholds, args.repair_confidence, cost,
+                                   tally[variant], repaired)
+                        after = Shaper(sfnt_data(repaired))
+                        for script, shaped in originals.items():
+                            shaping[variant][script][0] += sum(outline_sequence(after, word) == seq
+                                                               for word, seq in shaped)
+                            shaping[variant][script][1] += len(shaped)
             print(f"{font.name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
     if not any(tally.values()):  # e.g. fonts HarfBuzz could not read: never report an empty result as a measurement
         sys.exit("bench_label_font: no glyph of these fonts has a label the export knows; nothing to score")

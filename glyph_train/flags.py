@@ -22,6 +22,13 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class Flag:
     name: str  # "--img-size"; "" in a `flag_field`, where the field's name gives it

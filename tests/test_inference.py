@@ -314,6 +314,42 @@ def test_label_font_reports_the_fonts_scripts_and_no_script_prior_keeps_the_mode
     assert (tmp_path / "b.csv").read_text() == (tmp_path / "expected.csv").read_text()
 
 
+def test_tta_averages_the_image_and_its_augmented_copies_the_same_every_run(work):
+    """Predictor.predict(images, views): probabilities averaged over each image and `views` augmented copies,
+    drawn from (view, position): the same every run and whatever the forward batch size; embeddings the image's."""
+    from glyph_train.inference.predictor import Predictor, _augmented
+    from glyph_train.inference.sources import default_face, face_glyphs
+
+    predictor = Predictor(work["export"])
+    records, _ = face_glyphs(default_face(work["amiri"]), with_labels=False)
+    images = predictor.render((k, r.contours, r.em) for k, r in enumerate(records[:12])).images
+    alone, tta = predictor.predict(images), predictor.predict(images, 3)
+    copies = [_augmented(images, view, 256) for view in (1, 2, 3)]
+    assert all((copy != images).any() for copy in copies) and (copies[0] != copies[1]).any()
+    expected = (alone.probs + sum(predictor.predict(copy).probs for copy in copies)) / 4
+    np.testing.assert_allclose(tta.probs, expected, rtol=1e-6)
+    assert np.abs(tta.probs / alone.probs - 1).max() > 1e-5  # the tiny test model is near uniform
+    np.testing.assert_array_equal(tta.embeddings, alone.embeddings)
+    np.testing.assert_array_equal(predictor.predict(images, 3).probs, tta.probs)
+    np.testing.assert_allclose(Predictor(work["export"], batch_size=5).predict(images, 3).probs, tta.probs, atol=1e-6)
+
+
+def test_label_font_tta_views_sets_the_copies_averaged(work, tmp_path):
+    from glyph_train.inference.label_font import TTA_VIEWS_FLAG, assign_font, predict_font, write_csv
+    from glyph_train.inference.predictor import Predictor
+
+    predictor = Predictor(work["export"])
+    for views in (0, TTA_VIEWS_FLAG.default):
+        rc, _ = cli("label-font", work["stripped"], "--checkpoint", work["export"], "--out", tmp_path / f"{views}.csv",
+                    "--tta-views", views)
+        assert rc == 0
+        write_csv(tmp_path / "expected.csv", assign_font(predict_font(work["stripped"], predictor, True, views)).glyphs)
+        assert (tmp_path / f"{views}.csv").read_text() == (tmp_path / "expected.csv").read_text()
+    assert (tmp_path / "0.csv").read_text() != (tmp_path / f"{TTA_VIEWS_FLAG.default}.csv").read_text()
+    with pytest.raises(SystemExit):
+        cli("label-font", work["stripped"], "--checkpoint", work["export"], "--out", tmp_path / "x.csv", "--tta-views", "-1")
+
+
 def test_one_prediction_assigned_at_each_threshold_equals_label_font_at_that_threshold(work):
     # bench_label_font predicts a font once and assigns at every --min-confidence it reports
     from glyph_train.inference.label_font import assign_font, label_font, predict_font

@@ -2,8 +2,8 @@
 
 Which character (and Arabic positional form) each glyph of a font is, from its outline and the font's
 vertical metrics only: glyph names, cmap and GSUB are what is broken or missing, so they are never read as
-evidence. Per glyph the model gives calibrated probabilities (softmax(logits / T), T from the export),
-reweighted by the scripts the font draws: each script's share of the font is estimated by EM over all its
+evidence. Per glyph the model gives calibrated probabilities (softmax(logits / T), T from the export), averaged
+over the glyph's image and --tta-views augmented copies (predictor.py), reweighted by the scripts the font draws: each script's share of the font is estimated by EM over all its
 glyphs (inference/font_prior.py; --no-script-prior keeps the model's own). Then the labels are chosen jointly
 for the whole font, since a font seldom draws one character twice: an optimal assignment (scipy's
 linear_sum_assignment) maximising the summed log-probability, where the k-th glyph given a label pays
@@ -43,7 +43,7 @@ import numpy as np
 from glyph_train.cache.pipeline import FORWARD_BATCH_FLAG
 from glyph_train.corpus.db import OTHER_LABEL, other_class
 from glyph_train.errors import GlyphTrainError
-from glyph_train.flags import Flag
+from glyph_train.flags import Flag, non_negative_int
 from glyph_train.model.export import CHECKPOINT_FLAG
 
 UNKNOWN = "unknown"
@@ -81,6 +81,9 @@ FONT_MIN_CONFIDENCE_FLAG = Flag(
     "--font-min-confidence", "with --write-font: the repaired font maps labels at least P likely; below "
     "--min-confidence they are unknown in the CSV and listed (0: every assigned label, as a letter left out shapes "
     "as .notdef)", 0.0, type=_probability, metavar="P")
+TTA_VIEWS_FLAG = Flag("--tta-views", "average each glyph's probabilities over its image and N augmented copies "
+                      "(test-time augmentation: N + 1 forward passes; 0: the image alone)", 8, type=non_negative_int,
+                      metavar="N")
 SCRIPT_PRIOR_FLAG = Flag("--script-prior", "reweight the model's probabilities by each script's share of the font's "
                          "glyphs, estimated by EM over the whole font (inference/font_prior.py)", True)
 
@@ -95,6 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     MIN_CONFIDENCE_FLAG.add(parser)
     FONT_MIN_CONFIDENCE_FLAG.add(parser, unset=True)
     SCRIPT_PRIOR_FLAG.add(parser)
+    TTA_VIEWS_FLAG.add(parser)
     FORWARD_BATCH_FLAG.add(parser)
 
 
@@ -147,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     from glyph_train.inference.predictor import Predictor
 
     predictor = Predictor(args.checkpoint, batch_size=args.batch_size)
-    predicted = predict_font(font, predictor, args.script_prior)
+    predicted = predict_font(font, predictor, args.script_prior, args.tta_views)
     result = assign_font(predicted, args.min_confidence)
     write_csv(args.out, result.glyphs)
     labelled = sum(g.label != UNKNOWN for g in result.glyphs)
@@ -231,8 +235,10 @@ def top_labels(label_names: list[str], probs: np.ndarray, k: int = 5) -> list[li
     return [[(label_names[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
 
 
-def predict_font(font: Path, predictor, script_prior: bool = True) -> FontPredictions:
-    """Render and predict every glyph of the font's default face (reweighted by its scripts: --script-prior)."""
+def predict_font(font: Path, predictor, script_prior: bool = True,
+                 views: int = TTA_VIEWS_FLAG.default) -> FontPredictions:
+    """Render and predict every glyph of the font's default face (reweighted by its scripts: --script-prior;
+    averaged over `views` augmented copies of each glyph: --tta-views)."""
     from glyph_train.inference.sources import default_face, face_glyphs, glyph_names
 
     face = default_face(font)
@@ -241,7 +247,7 @@ def predict_font(font: Path, predictor, script_prior: bool = True) -> FontPredic
     except Exception as err:  # HarfBuzz/fontTools on a damaged font
         raise GlyphTrainError(f"{font}: cannot draw its glyphs ({type(err).__name__}: {err})") from None
     rendered = predictor.render((k, r.contours, r.em) for k, r in enumerate(records))
-    probs = predictor.predict(rendered.images).probs if rendered.keys else np.zeros((0, len(predictor.label_names)))
+    probs = predictor.predict(rendered.images, views).probs if rendered.keys else np.zeros((0, len(predictor.label_names)))
     gid_of = {name: gid for gid, name in enumerate(glyph_names(face))}
     pred = FontPredictions(font, face.family_name, face.style_name, records, list(rendered.keys), probs,
                            [(gid_of[n], n) for n in empty], list(predictor.label_names))
@@ -269,9 +275,9 @@ def assign_font(pred: FontPredictions, min_confidence: float = DEFAULT_MIN_CONFI
 
 
 def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-               script_prior: bool = True) -> FontLabels:
+               script_prior: bool = True, views: int = TTA_VIEWS_FLAG.default) -> FontLabels:
     """Predict every glyph of the font's default face and assign labels jointly."""
-    return assign_font(predict_font(font, predictor, script_prior), min_confidence)
+    return assign_font(predict_font(font, predictor, script_prior, views), min_confidence)
 
 
 def case_pairs(label_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
