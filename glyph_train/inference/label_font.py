@@ -3,8 +3,9 @@
 Which character (and Arabic positional form) each glyph of a font is, from its outline and the font's
 vertical metrics only: glyph names, cmap and GSUB are what is broken or missing, so they are never read as
 evidence. Per glyph the model gives calibrated probabilities (softmax(logits / T), T from the export), averaged
-over the glyph's image and --tta-views augmented copies (predictor.py), reweighted by the scripts the font draws: each script's share of the font is estimated by EM over all its
-glyphs (inference/font_prior.py; --no-script-prior keeps the model's own). Then the labels are chosen jointly
+over the glyph's image and --tta-views augmented copies (predictor.py), reweighted by the scripts the font
+draws: each script's share of the font is estimated by EM over all its glyphs (inference/font_prior.py;
+--no-script-prior keeps the model's own). Then the labels are chosen jointly
 for the whole font, since a font seldom draws one character twice: an optimal assignment (scipy's
 linear_sum_assignment) maximising the summed log-probability, where the k-th glyph given a label pays
 (k - 1) * DUPLICATE_COST more. So a glyph takes a label another glyph has only when it is far likelier than
