@@ -18,6 +18,16 @@ def test_labels_group_by_the_script_of_their_letters():
                       "48_isol": COMMON, "1633_isol": "ARABIC", "46_isol": COMMON, OTHER_LABEL: None, "logo": None}
 
 
+def test_a_labels_script_is_its_unicode_script_not_the_first_word_of_its_name():
+    """Persian one (EXTENDED ARABIC-INDIC DIGIT ONE), drawn like an I, was COMMON and kept its weight in Latin
+    fonts; ª and º made scripts of their own (FEMININE, MASCULINE) and µ one (MICRO)."""
+    labels = ["73_isol", "1575_isol", "1777_isol", "170_isol", "186_isol", "181_isol", "1548_isol", "1611_isol"]
+    groups, names = label_scripts(labels, other=None)
+    assert dict(zip(labels, (names[g] for g in groups))) == {
+        "73_isol": "LATIN", "1575_isol": "ARABIC", "1777_isol": "ARABIC", "170_isol": "LATIN", "186_isol": "LATIN",
+        "181_isol": COMMON, "1548_isol": "ARABIC", "1611_isol": "ARABIC"}  # ، and fathatan: Common/Inherited, named ARABIC
+
+
 def latin_font(rng: np.random.Generator, glyphs: int = 60) -> np.ndarray:
     """Probabilities over LABELS for a Latin font: most glyphs clearly I, l, zero or period, a few none of the
     labels (mass on the other class), and glyph 0 an I the model finds slightly more alef-like."""

@@ -6,8 +6,10 @@ that looks like a letter of another script (Latin I and Arabic alef, g and waw) 
 EM estimates each script's share of the font's glyphs from the model's own probabilities over the whole font
 and reweights every glyph's probabilities by it: in a Latin font the Arabic labels fade, and the other way round.
 
-Groups are scripts: the first word of a label's Unicode name (LATIN, ARABIC, CYRILLIC, ...) where letter labels
-share it, else COMMON (digits, punctuation, symbols). The other class (--others-per-label) keeps its trained
+Groups are scripts: a label's Unicode Script property (fontTools.unicodedata; LATIN, ARABIC, CYRILLIC, ...), so
+ª is Latin and the Extended Arabic-Indic digits (Persian ۱, drawn like an I) are Arabic. Characters of every
+script (Common, Inherited: digits, punctuation, symbols, harakat) go by the first word of their Unicode name
+where it names a script of the labels (ARABIC COMMA, ARABIC TATWEEL), else COMMON. The other class (--others-per-label) keeps its trained
 share: re-estimating it too lowered held-out argmax accuracy by 6 points (BENCHMARKS.md §14f), since its
 probability is not calibrated for real letters of unfamiliar styles. Labels that are not `{code point}_{form}`
 keep theirs as well (labels are opaque beyond that convention).
@@ -19,6 +21,7 @@ import re
 import unicodedata
 
 import numpy as np
+from fontTools import unicodedata as scripts
 
 COMMON = "COMMON"
 KEEP = -1  # group of labels whose share is not re-estimated
@@ -29,24 +32,29 @@ def _code_point(label: str) -> int | None:
     return int(head) if head.isdigit() and int(head) <= 0x10FFFF else None
 
 
-def _name_word(cp: int) -> str:
-    return re.split(r"[ -]", unicodedata.name(chr(cp), ""))[0]
+_OF_EVERY_SCRIPT = {"Zyyy", "Zinh", "Zzzz"}  # Common, Inherited, Unknown
+
+
+def _script(cp: int) -> str | None:
+    """The code point's script in upper case (LATIN), or None for Common, Inherited and Unknown."""
+    code = scripts.script(chr(cp))
+    return None if code in _OF_EVERY_SCRIPT else scripts.script_name(code).upper()
 
 
 def label_scripts(label_names: list[str], other: int | None) -> tuple[np.ndarray, list[str]]:
     """(group index per label, KEEP for the other class and unparsed labels; the groups' names)."""
-    cps = {j: _code_point(name) for j, name in enumerate(label_names) if j != other}
-    letters = {_name_word(cp) for cp in cps.values() if cp is not None and unicodedata.category(chr(cp))[0] == "L"}
+    cps = {j: cp for j, name in enumerate(label_names) if j != other and (cp := _code_point(name)) is not None}
+    script = {j: _script(cp) for j, cp in cps.items()}
+    named = set(script.values()) - {None}
     names: list[str] = []
     groups = np.full(len(label_names), KEEP, dtype=np.int64)
     for j, cp in cps.items():
-        if cp is None:
-            continue
-        word = _name_word(cp)
-        script = word if word in letters else COMMON
-        if script not in names:
-            names.append(script)
-        groups[j] = names.index(script)
+        if script[j] is None:
+            word = re.split(r"[ -]", unicodedata.name(chr(cp), ""))[0]
+            script[j] = word if word in named else COMMON
+        if script[j] not in names:
+            names.append(script[j])
+        groups[j] = names.index(script[j])
     return groups, names
 
 
