@@ -3,6 +3,7 @@ PYTHONPATH. (bench_search.py once imported `bench.bench_faiss`, which only worke
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -60,3 +61,13 @@ def test_label_font_bench_ceiling_shapes_without_what_a_repair_cannot_rebuild(tm
     assert outline_sequence(shaper, "بلا") != outline_sequence(shaper, "بلا", NOT_REPAIRED)
     assert outline_sequence(shaper, "ببب") != outline_sequence(shaper, "ببب", NOT_REPAIRED)
     assert outline_sequence(shaper, "من") == outline_sequence(shaper, "من", NOT_REPAIRED)
+
+
+def test_label_font_speed_bench_finds_the_dense_baseline_choosing_the_same_labels():
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "bench/bench_label_font_speed.py", "--glyphs", "40,400", "--labels", "30",
+                           "--repeats", "1"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["glyphs"] for r in rows] == [40, 400] and all(r["same_labels"] for r in rows)
+    assert all(r["softmax_max_diff"] < 1e-12 for r in rows)

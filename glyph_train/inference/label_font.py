@@ -7,7 +7,7 @@ over the glyph's image and --tta-views augmented copies (predictor.py), reweight
 draws: each script's share of the font is estimated by EM over all its glyphs (inference/font_prior.py;
 --no-script-prior keeps the model's own). Then the labels are chosen jointly
 for the whole font, since a font seldom draws one character twice: an optimal assignment (scipy's
-linear_sum_assignment) maximising the summed log-probability, where the k-th glyph given a label pays
+sparse LAPJVsp, each glyph's top labels) maximising the summed log-probability, where the k-th glyph given a label pays
 (k - 1) * DUPLICATE_COST more. So a glyph takes a label another glyph has only when it is far likelier than
 any label of its own: a tabular or old-style figure, a Turkish i, a letter of another language drawn like
 one of ours, where a hard one-glyph-per-label rule handed the label to whichever copy scored higher and left
@@ -332,33 +332,38 @@ def assign_labels(probs: np.ndarray, min_confidence: float, other: int | None = 
 
 def _assign_distinct(probs: np.ndarray, other: int | None, duplicate_cost: float) -> np.ndarray:
     """The assignment before the confidence threshold: columns are (label, copy) slots, the copy-th slot
-    costing copy * duplicate_cost more, plus one unknown slot per row."""
-    from scipy.optimize import linear_sum_assignment
+    costing copy * duplicate_cost more, plus one unknown slot per row. A row has edges only to its top labels'
+    slots and its own unknown slot, so the problem is sparse (scipy's LAPJVsp): time and memory grow with the
+    glyphs, not with their square as the dense matrix of linear_sum_assignment did (12 s and 1 GB for a
+    6,700-glyph font, out of memory for a CJK font; BENCHMARKS.md §14o)."""
+    from scipy.sparse import coo_array
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
     n, c = probs.shape
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     k = min(CANDIDATES_PER_GLYPH, c)
     top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
-    columns = np.unique(top)
-    if other is not None:
-        columns = columns[columns != other]
+    rows = np.repeat(np.arange(n), k)
+    labels = top.ravel()
+    if other is not None:  # the other class is never assigned
+        rows, labels = rows[labels != other], labels[labels != other]
+    columns, slot = np.unique(labels, return_inverse=True)
     m = len(columns)
     copies = 1 if math.isinf(duplicate_cost) else 1 + EXTRA_COPIES
-    big = 1e6  # "not allowed": far above any -log p we can meet
-    logp = np.log(np.clip(probs, 1e-300, 1.0))
-    allowed = np.zeros((n, c), dtype=bool)
-    allowed[np.arange(n)[:, None], top] = True
-    label_cost = np.where(allowed[:, columns], -logp[:, columns], big)  # (n, m)
-    slots = [label_cost] + [label_cost + copy * duplicate_cost for copy in range(1, copies)]
-    unknown = np.full((n, n), big)
-    # leaving a row unknown is allowed only where the export can say "none of its labels"
-    np.fill_diagonal(unknown, -logp[:, other] if other is not None else big / 2)
-    rows, cols = linear_sum_assignment(np.concatenate([*slots, unknown], axis=1))
+    cost = -np.log(np.clip(probs[rows, labels], 1e-300, 1.0))
+    # leaving a row unknown is allowed only where the export can say "none of its labels"; else it costs far
+    # more than any label could
+    unknown = -np.log(np.clip(probs[:, other], 1e-300, 1.0)) if other is not None else np.full(n, 1e6)
+    edge_rows = np.concatenate([rows] * copies + [np.arange(n)])
+    edge_cols = np.concatenate([slot + copy * m for copy in range(copies)] + [copies * m + np.arange(n)])
+    weights = np.concatenate([cost] + [cost + copy * duplicate_cost for copy in range(1, copies)] + [unknown])
+    # + 1: the matching needs non-zero weights, and a constant on every row's one edge moves no optimum
+    graph = coo_array((weights + 1.0, (edge_rows, edge_cols)), shape=(n, copies * m + n)).tocsr()
+    matched_rows, matched_cols = min_weight_full_bipartite_matching(graph)
     out = np.full(n, -1, dtype=np.int64)
-    for r, col in zip(rows, cols):
-        if col < copies * m and label_cost[r, col % m] < big:
-            out[r] = columns[col % m]
+    is_label = matched_cols < copies * m
+    out[matched_rows[is_label]] = columns[matched_cols[is_label] % m]
     return out
 
 
