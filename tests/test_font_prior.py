@@ -25,7 +25,8 @@ def test_a_labels_script_is_its_unicode_script_not_the_first_word_of_its_name():
     groups, names = label_scripts(labels, other=None)
     assert dict(zip(labels, (names[g] for g in groups))) == {
         "73_isol": "LATIN", "1575_isol": "ARABIC", "1777_isol": "ARABIC", "170_isol": "LATIN", "186_isol": "LATIN",
-        "181_isol": COMMON, "1548_isol": "ARABIC", "1611_isol": "ARABIC"}  # ، and fathatan: Common/Inherited, named ARABIC
+        "181_isol": COMMON,
+        "1548_isol": "ARABIC", "1611_isol": "ARABIC"}  # ، and fathatan: Common and Inherited, named ARABIC
 
 
 def latin_font(rng: np.random.Generator, glyphs: int = 60) -> np.ndarray:

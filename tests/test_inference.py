@@ -347,7 +347,8 @@ def test_label_font_tta_views_sets_the_copies_averaged(work, tmp_path):
         assert (tmp_path / f"{views}.csv").read_text() == (tmp_path / "expected.csv").read_text()
     assert (tmp_path / "0.csv").read_text() != (tmp_path / f"{TTA_VIEWS_FLAG.default}.csv").read_text()
     with pytest.raises(SystemExit):
-        cli("label-font", work["stripped"], "--checkpoint", work["export"], "--out", tmp_path / "x.csv", "--tta-views", "-1")
+        cli("label-font", work["stripped"], "--checkpoint", work["export"], "--out", tmp_path / "x.csv",
+            "--tta-views", "-1")
 
 
 def test_one_prediction_assigned_at_each_threshold_equals_label_font_at_that_threshold(work):

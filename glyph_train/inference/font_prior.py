@@ -9,10 +9,10 @@ and reweights every glyph's probabilities by it: in a Latin font the Arabic labe
 Groups are scripts: a label's Unicode Script property (fontTools.unicodedata; LATIN, ARABIC, CYRILLIC, ...), so
 ª is Latin and the Extended Arabic-Indic digits (Persian ۱, drawn like an I) are Arabic. Characters of every
 script (Common, Inherited: digits, punctuation, symbols, harakat) go by the first word of their Unicode name
-where it names a script of the labels (ARABIC COMMA, ARABIC TATWEEL), else COMMON. The other class (--others-per-label) keeps its trained
-share: re-estimating it too lowered held-out argmax accuracy by 6 points (BENCHMARKS.md §14f), since its
-probability is not calibrated for real letters of unfamiliar styles. Labels that are not `{code point}_{form}`
-keep theirs as well (labels are opaque beyond that convention).
+where it names a script of the labels (ARABIC COMMA, ARABIC TATWEEL), else COMMON. The other class
+(--others-per-label) keeps its trained share: re-estimating it too lowered held-out argmax accuracy by 6 points
+(BENCHMARKS.md §14f), since its probability is not calibrated for real letters of unfamiliar styles. Labels that
+are not `{code point}_{form}` keep theirs as well (labels are opaque beyond that convention).
 """
 
 from __future__ import annotations

@@ -248,7 +248,8 @@ def predict_font(font: Path, predictor, script_prior: bool = True,
     except Exception as err:  # HarfBuzz/fontTools on a damaged font
         raise GlyphTrainError(f"{font}: cannot draw its glyphs ({type(err).__name__}: {err})") from None
     rendered = predictor.render((k, r.contours, r.em) for k, r in enumerate(records))
-    probs = predictor.predict(rendered.images, views).probs if rendered.keys else np.zeros((0, len(predictor.label_names)))
+    probs = (predictor.predict(rendered.images, views).probs if rendered.keys
+             else np.zeros((0, len(predictor.label_names))))
     gid_of = {name: gid for gid, name in enumerate(glyph_names(face))}
     pred = FontPredictions(font, face.family_name, face.style_name, records, list(rendered.keys), probs,
                            [(gid_of[n], n) for n in empty], list(predictor.label_names))
