@@ -5,13 +5,13 @@ vertical metrics only: glyph names, cmap and GSUB are what is broken or missing,
 evidence. Per glyph the model gives calibrated probabilities (softmax(logits / T), T from the export), averaged
 over the glyph's image and --tta-views augmented copies (predictor.py), reweighted by the scripts the font
 draws: each script's share of the font is estimated by EM over all its glyphs (inference/font_prior.py;
---no-script-prior keeps the model's own). Then the labels are chosen jointly
-for the whole font, since a font seldom draws one character twice: an optimal assignment (scipy's
-sparse LAPJVsp, each glyph's top labels) maximising the summed log-probability, where the k-th glyph given a label pays
-(k - 1) * DUPLICATE_COST more. So a glyph takes a label another glyph has only when it is far likelier than
-any label of its own: a tabular or old-style figure, a Turkish i, a letter of another language drawn like
-one of ours, where a hard one-glyph-per-label rule handed the label to whichever copy scored higher and left
-the glyph the font really maps without it. Display fonts draw their lowercase as capitals (Bangers) or small
+--no-script-prior keeps the model's own). Then the labels are chosen jointly for the whole font, since a font
+seldom draws one character twice: an optimal assignment (scipy's sparse LAPJVsp over each glyph's top labels)
+maximising the summed log-probability, where the k-th glyph given a label pays (k - 1) * DUPLICATE_COST more.
+So a glyph takes a label another glyph has only when it is far likelier than any label of its own: a tabular
+or old-style figure, a Turkish i, a letter of another language drawn like one of ours, where a hard
+one-glyph-per-label rule handed the label to whichever copy scored higher and left the glyph the font really
+maps without it. Display fonts draw their lowercase as capitals (Bangers) or small
 capitals (Cinzel), which the model, seeing one glyph at a time, calls capitals: a lowercase letter is taken
 to be at least LOWERCASE_AS_CAPITAL times as likely as its capital (case_pairs), so a font's second drawing
 of a capital, with no glyph likelier its lowercase, becomes the lowercase (the later one in glyph order, as
