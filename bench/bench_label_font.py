@@ -18,17 +18,19 @@ the model knows:
   at best: Reem Kufi, Aref Ruqaa and Noto Nastaliq shape nearly every word contextually).
 All of it from the same predictions, side by side: `script_prior` (label-font's default: probabilities
 reweighted by the scripts the font draws, inference/font_prior.py) and `model_only` (--no-script-prior), each
-at every --duplicate-costs value (label-font's DUPLICATE_COST unmarked; `inf`: one glyph per label) and every
---tta-views value (label-font's default unmarked; 0: the image alone).
+at every --duplicate-costs value (label-font's DUPLICATE_COST unmarked; `inf`: one glyph per label), every
+--tta-views value (label-font's default unmarked; 0: the image alone) and every --adapt-steps value (label-font's
+default unmarked; 0: the export's model as it is).
 
     python bench/bench_label_font.py --checkpoint RUN/best FONT [FONT ...] [--thresholds 0.3,0.5,0.7,0.9]
         [--repair-confidence 0] [--words 300] [--score-labels launch/label_font_labels.txt]
-        [--duplicate-costs 2,inf] [--tta-views 0,8]
+        [--duplicate-costs 2,inf] [--tta-views 0,8] [--adapt-steps 0,20]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -50,6 +52,7 @@ from glyph_train.corpus.db import parse_label_list  # noqa: E402
 from glyph_train.corpus.fonts import sfnt_data  # noqa: E402
 from glyph_train.corpus.shaping import Shaper  # noqa: E402
 from glyph_train.corpus.unicode_data import FIGURE_FEATURES, char_class  # noqa: E402
+from glyph_train.inference.font_adaptation import ADAPT_STEPS_FLAG  # noqa: E402
 from glyph_train.inference.label_font import (DEFAULT_MIN_CONFIDENCE, DUPLICATE_COST, TTA_VIEWS_FLAG,  # noqa: E402
                                               UNKNOWN, assign_font, predict_font)
 from glyph_train.inference.predictor import Predictor  # noqa: E402
@@ -142,6 +145,9 @@ def main() -> None:
     ap.add_argument("--tta-views", default=str(TTA_VIEWS_FLAG.default), metavar="N,N",
                     help="label-font --tta-views values, one report each; label-font's own is "
                          f"{TTA_VIEWS_FLAG.default}")
+    ap.add_argument("--adapt-steps", default=str(ADAPT_STEPS_FLAG.default), metavar="N,N",
+                    help="label-font --adapt-steps values, one report each; label-font's own is "
+                         f"{ADAPT_STEPS_FLAG.default}")
     ap.add_argument("--score-labels", metavar="FILE|LIST",
                     help="score only glyphs whose true label is one of these (labels file or comma list), so that "
                          "exports with more classes are compared on the same glyphs; default: every label it knows")
@@ -149,6 +155,7 @@ def main() -> None:
     thresholds = [float(t) for t in args.thresholds.split(",")]
     duplicate_costs = [float(c) for c in args.duplicate_costs.split(",")]
     tta_views = [int(v) for v in args.tta_views.split(",")]
+    adapt_steps = [int(v) for v in args.adapt_steps.split(",")]
     predictor = Predictor(args.checkpoint)
     known = set(predictor.label_names)
     if args.score_labels:
@@ -168,12 +175,16 @@ def main() -> None:
                          for script, letters in (("arabic", ARABIC_LETTERS), ("latin", LATIN_LETTERS))}
             for script, shaped in originals.items():
                 ceiling[script] += sum(outline_sequence(before, word, NOT_REPAIRED) == seq for word, seq in shaped)
-            for views in tta_views:
-                model_only = predict_font(stripped, predictor, False, views)  # once: the rest is assignment
-                for prior, predicted in (("script_prior", model_only.with_script_prior()), ("model_only", model_only)):
+            for views, steps in itertools.product(tta_views, adapt_steps):
+                # predicted once per setting (the rest is assignment); adapted on its own labels, as label-font does
+                model_only = predict_font(stripped, predictor, False, views, steps)
+                with_prior = (predict_font(stripped, predictor, True, views, steps) if steps
+                              else model_only.with_script_prior())
+                for prior, predicted in (("script_prior", with_prior), ("model_only", model_only)):
                     for cost in duplicate_costs:
                         variant = ", ".join([prior] + ([f"duplicate cost {cost:g}"] if cost != DUPLICATE_COST else [])
-                                            + ([f"tta views {views}"] if views != TTA_VIEWS_FLAG.default else []))
+                                            + ([f"tta views {views}"] if views != TTA_VIEWS_FLAG.default else [])
+                                            + ([f"adapt steps {steps}"] if steps != ADAPT_STEPS_FLAG.default else []))
                         repaired = Path(tmp) / f"repaired{font.suffix}"
                         score_font(predicted, truth_by_gid, known, thresholds, args.repair_confidence, cost,
                                    tally[variant], repaired)

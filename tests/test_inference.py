@@ -351,6 +351,108 @@ def test_label_font_tta_views_sets_the_copies_averaged(work, tmp_path):
             "--tta-views", "-1")
 
 
+def _amiri_images(work, count: int) -> np.ndarray:
+    from glyph_train.inference.predictor import Predictor
+    from glyph_train.inference.sources import default_face, face_glyphs
+
+    records, _ = face_glyphs(default_face(work["amiri"]), with_labels=False)
+    return Predictor(work["export"]).render((k, r.contours, r.em) for k, r in enumerate(records[:count])).images
+
+
+def test_adapting_to_a_font_fits_its_labels_the_same_every_run_and_leaves_the_export_alone(work):
+    """Predictor.adapted: a fine-tuned copy (label-font --adapt-steps). It must learn the labels it is given
+    (it is a real training loop), be reproducible, and never touch the predictor's own model."""
+    import torch
+
+    from glyph_train.inference.predictor import Predictor
+
+    predictor = Predictor(work["export"])
+    images = _amiri_images(work, 24)
+    columns = np.arange(len(images)) % len(predictor.label_names)
+    weights = {k: v.clone() for k, v in predictor.model.state_dict().items()}
+    before = predictor.predict(images).probs
+    adapted = predictor.adapted(images, columns, 100)
+    after = adapted.predict(images).probs
+    rows = np.arange(len(images))
+    gain = np.log(after[rows, columns]) - np.log(before[rows, columns])
+    assert gain.mean() > 0.005 and (gain > 0).mean() >= 0.9, gain  # small: lr 5e-5, a near-uniform model
+    np.testing.assert_array_equal(predictor.adapted(images, columns, 100).predict(images).probs, after)
+    assert all(torch.equal(v, weights[k]) for k, v in predictor.model.state_dict().items())
+    np.testing.assert_array_equal(predictor.predict(images).probs, before)
+    np.testing.assert_array_equal(predictor.adapted(images, columns, 0).predict(images).probs, before)
+
+
+def test_adapting_a_levit_trains_its_attention_biases_and_predicts_with_them():
+    """LeViT caches its attention biases in eval mode: fine-tuning an exported (eval-mode) LeViT raised
+    "Trying to backward through the graph a second time" on the second step, and a stale cache would predict
+    with the old biases."""
+    import torch
+
+    from glyph_train.inference.font_adaptation import fine_tuned
+    from glyph_train.model.network import GlyphModel
+
+    model = GlyphModel("levit_128s", num_classes=5, img_size=64).eval()
+    images = np.random.default_rng(0).integers(0, 256, (8, 64, 64), dtype=np.uint8)
+    x = torch.from_numpy(images[:, None]).float() / 255
+    with torch.no_grad():
+        old = model(x)["logits"]
+    tuned = fine_tuned(model, images, np.arange(8) % 5, steps=3)
+    biases = [n for n, _ in model.named_parameters() if "attention_biases" in n]
+    assert biases and any(not torch.equal(model.get_parameter(n), tuned.get_parameter(n)) for n in biases)
+    assert not tuned.training
+    fresh = GlyphModel("levit_128s", num_classes=5, img_size=64)
+    fresh.load_state_dict(tuned.state_dict())
+    with torch.no_grad():  # a model built from the tuned weights predicts as the tuned one: no stale bias cache
+        new, expected = tuned(x)["logits"], fresh.eval()(x)["logits"]
+    assert not torch.allclose(old, new) and torch.allclose(new, expected)
+
+
+def test_a_font_is_adapted_to_on_its_sure_labels_that_are_its_glyphs_likeliest():
+    """confident_labels: a label the assignment gave for another reason than the glyph's own probabilities
+    (Bangers' lowercase, copies of its capitals, taken as lowercase) would teach one image two labels."""
+    from pathlib import Path
+
+    from glyph_train.inference.label_font import FontPredictions, confident_labels
+
+    names = ["65_isol", "97_isol", "66_isol", "67_isol"]
+    probs = np.array([[0.96, 0.02, 0.01, 0.01],   # A, sure
+                      [0.96, 0.02, 0.01, 0.01],   # its copy: the lowercase a by the case fold, though likeliest A
+                      [0.01, 0.01, 0.60, 0.38],   # B, not sure enough
+                      [0.01, 0.01, 0.02, 0.96]])  # C, sure
+    pred = FontPredictions(Path("x.ttf"), "X", "Regular", [], [0, 1, 2, 3], probs, [], names)
+    rows, columns = confident_labels(pred)
+    assert rows.tolist() == [0, 3] and [names[c] for c in columns] == ["65_isol", "67_isol"]
+
+
+def test_label_font_adapt_steps_averages_in_a_model_adapted_to_the_font(work, tmp_path, monkeypatch):
+    """--adapt-steps N (off by default): the same every run, and what predict_font gives. The tiny test model is
+    never 0.9 sure of anything, so here every assigned label that is its glyph's likeliest counts as sure."""
+    from glyph_train.inference import label_font
+    from glyph_train.inference.font_adaptation import ADAPT_STEPS_FLAG
+    from glyph_train.inference.predictor import Predictor
+
+    assert ADAPT_STEPS_FLAG.default == 0
+    predictor = Predictor(work["export"])
+    unadapted = label_font.predict_font(work["stripped"], predictor)
+    assert label_font.predict_font(work["stripped"], predictor, adapt_steps=20).probs.tolist() == \
+        unadapted.probs.tolist()  # nothing 0.9 sure: nothing to adapt to
+    monkeypatch.setattr(label_font, "PSEUDO_LABEL_CONFIDENCE", 0.0)
+    monkeypatch.setattr(label_font, "MIN_PSEUDO_LABELS", 2)
+    assert len(label_font.confident_labels(unadapted)[0]) >= 2
+    adapted = label_font.predict_font(work["stripped"], predictor, adapt_steps=20)
+    assert np.abs(adapted.probs - unadapted.probs).max() > 1e-4
+    np.testing.assert_allclose(adapted.probs.sum(axis=1), 1.0, rtol=1e-5)
+    for steps, expected in ((0, unadapted), (20, adapted)):
+        rc, _ = cli("label-font", work["stripped"], "--checkpoint", work["export"], "--out", tmp_path / f"{steps}.csv",
+                    "--adapt-steps", steps)
+        assert rc == 0
+        label_font.write_csv(tmp_path / "expected.csv", label_font.assign_font(expected).glyphs)
+        assert (tmp_path / f"{steps}.csv").read_text() == (tmp_path / "expected.csv").read_text()
+    with pytest.raises(SystemExit):
+        cli("label-font", work["stripped"], "--checkpoint", work["export"], "--out", tmp_path / "x.csv",
+            "--adapt-steps", "-1")
+
+
 def test_one_prediction_assigned_at_each_threshold_equals_label_font_at_that_threshold(work):
     # bench_label_font predicts a font once and assigns at every --min-confidence it reports
     from glyph_train.inference.label_font import assign_font, label_font, predict_font

@@ -7,5 +7,7 @@ and repair a font without a usable cmap (label-font).
     embed.py       `glyph-train embed`
     search.py      `glyph-train search`
     label_font.py  `glyph-train label-font`: per-glyph predictions and the joint assignment within a font
+    font_prior.py  label-font's script prior: probabilities reweighted by the scripts the font draws
+    font_adaptation.py  label-font --adapt-steps: a copy of the model fine-tuned on the font's sure glyphs
     repair.py      the repaired copy of a font: cmap + Arabic init/medi/fina GSUB from the labels
 """

@@ -5,9 +5,12 @@ vertical metrics only: glyph names, cmap and GSUB are what is broken or missing,
 evidence. Per glyph the model gives calibrated probabilities (softmax(logits / T), T from the export), averaged
 over the glyph's image and --tta-views augmented copies (predictor.py), reweighted by the scripts the font
 draws: each script's share of the font is estimated by EM over all its glyphs (inference/font_prior.py;
---no-script-prior keeps the model's own). Then the labels are chosen jointly for the whole font, since a font
-seldom draws one character twice: an optimal assignment (scipy's sparse LAPJVsp over each glyph's top labels)
-maximising the summed log-probability, where the k-th glyph given a label pays (k - 1) * DUPLICATE_COST more.
+--no-script-prior keeps the model's own). With --adapt-steps N (off by default), a copy of the model is
+fine-tuned for N steps on the glyphs it is sure of, with their labels, and its probabilities are averaged with
+the model's (font_adaptation.py): the font's own style, learnt from its easy glyphs, helps read the hard ones.
+Then the labels are chosen jointly for the whole font, since a font seldom draws one character twice: an optimal
+assignment (scipy's sparse LAPJVsp over each glyph's top labels) maximising the summed log-probability, where
+the k-th glyph given a label pays (k - 1) * DUPLICATE_COST more.
 So a glyph takes a label another glyph has only when it is far likelier than any label of its own: a tabular
 or old-style figure, a Turkish i, a letter of another language drawn like one of ours, where a hard
 one-glyph-per-label rule handed the label to whichever copy scored higher and left the glyph the font really
@@ -45,6 +48,7 @@ from glyph_train.cache.pipeline import FORWARD_BATCH_FLAG
 from glyph_train.corpus.db import OTHER_LABEL, other_class
 from glyph_train.errors import GlyphTrainError
 from glyph_train.flags import Flag, non_negative_int
+from glyph_train.inference.font_adaptation import ADAPT_STEPS_FLAG, MIN_PSEUDO_LABELS, PSEUDO_LABEL_CONFIDENCE
 from glyph_train.model.export import CHECKPOINT_FLAG
 
 UNKNOWN = "unknown"
@@ -100,6 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     FONT_MIN_CONFIDENCE_FLAG.add(parser, unset=True)
     SCRIPT_PRIOR_FLAG.add(parser)
     TTA_VIEWS_FLAG.add(parser)
+    ADAPT_STEPS_FLAG.add(parser)
     FORWARD_BATCH_FLAG.add(parser)
 
 
@@ -152,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     from glyph_train.inference.predictor import Predictor
 
     predictor = Predictor(args.checkpoint, batch_size=args.batch_size)
-    predicted = predict_font(font, predictor, args.script_prior, args.tta_views)
+    predicted = predict_font(font, predictor, args.script_prior, args.tta_views, args.adapt_steps)
     result = assign_font(predicted, args.min_confidence)
     write_csv(args.out, result.glyphs)
     labelled = sum(g.label != UNKNOWN for g in result.glyphs)
@@ -236,10 +241,12 @@ def top_labels(label_names: list[str], probs: np.ndarray, k: int = 5) -> list[li
     return [[(label_names[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
 
 
-def predict_font(font: Path, predictor, script_prior: bool = True,
-                 views: int = TTA_VIEWS_FLAG.default) -> FontPredictions:
+def predict_font(font: Path, predictor, script_prior: bool = True, views: int = TTA_VIEWS_FLAG.default,
+                 adapt_steps: int = ADAPT_STEPS_FLAG.default) -> FontPredictions:
     """Render and predict every glyph of the font's default face (reweighted by its scripts: --script-prior;
-    averaged over `views` augmented copies of each glyph: --tta-views)."""
+    averaged over `views` augmented copies of each glyph: --tta-views); with `adapt_steps`, averaged with the
+    probabilities of a copy of the model fine-tuned on the font's confident glyphs (--adapt-steps,
+    font_adaptation.py)."""
     from glyph_train.inference.sources import default_face, face_glyphs, glyph_names
 
     face = default_face(font)
@@ -248,12 +255,36 @@ def predict_font(font: Path, predictor, script_prior: bool = True,
     except Exception as err:  # HarfBuzz/fontTools on a damaged font
         raise GlyphTrainError(f"{font}: cannot draw its glyphs ({type(err).__name__}: {err})") from None
     rendered = predictor.render((k, r.contours, r.em) for k, r in enumerate(records))
-    probs = (predictor.predict(rendered.images, views).probs if rendered.keys
-             else np.zeros((0, len(predictor.label_names))))
     gid_of = {name: gid for gid, name in enumerate(glyph_names(face))}
-    pred = FontPredictions(font, face.family_name, face.style_name, records, list(rendered.keys), probs,
-                           [(gid_of[n], n) for n in empty], list(predictor.label_names))
-    return pred.with_script_prior() if script_prior else pred
+
+    def predicted(probs: np.ndarray) -> FontPredictions:
+        pred = FontPredictions(font, face.family_name, face.style_name, records, list(rendered.keys), probs,
+                               [(gid_of[n], n) for n in empty], list(predictor.label_names))
+        return pred.with_script_prior() if script_prior else pred
+
+    if not rendered.keys:
+        return predicted(np.zeros((0, len(predictor.label_names))))
+    probs = predictor.predict(rendered.images, views).probs
+    pred = predicted(probs)
+    rows, columns = confident_labels(pred) if adapt_steps else ([], [])
+    if len(rows) >= MIN_PSEUDO_LABELS:
+        # the two models' mean: the adapted one alone, trained on the font's own glyphs, is overconfident
+        # (precision of Arabic labels at 0.9: 98.1 % -> 96.2 %, with the mean 97.7 %; BENCHMARKS.md §14p)
+        adapted = predictor.adapted(rendered.images[rows], columns, adapt_steps)
+        pred = predicted((probs + adapted.predict(rendered.images, views).probs) / 2)
+    return pred
+
+
+def confident_labels(pred: FontPredictions) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, label columns) of the glyphs --adapt-steps trains on: those whose jointly assigned label is at
+    least PSEUDO_LABEL_CONFIDENCE likely and their own likeliest. A label the assignment gave for another
+    reason (a capital's second drawing taken as its lowercase: Bangers' copies) would teach one image two labels;
+    trained on, it cost Bangers 15 of its letters (BENCHMARKS.md §14p)."""
+    names = pred.label_names
+    assigned, _ = assign_labels(pred.probs, PSEUDO_LABEL_CONFIDENCE, other_class(names), DUPLICATE_COST,
+                                case_pairs(names))
+    sure = (assigned >= 0) & (assigned == pred.probs.argmax(axis=1))
+    return np.flatnonzero(sure), assigned[sure]
 
 
 def assign_font(pred: FontPredictions, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
@@ -277,9 +308,10 @@ def assign_font(pred: FontPredictions, min_confidence: float = DEFAULT_MIN_CONFI
 
 
 def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-               script_prior: bool = True, views: int = TTA_VIEWS_FLAG.default) -> FontLabels:
+               script_prior: bool = True, views: int = TTA_VIEWS_FLAG.default,
+               adapt_steps: int = ADAPT_STEPS_FLAG.default) -> FontLabels:
     """Predict every glyph of the font's default face and assign labels jointly."""
-    return assign_font(predict_font(font, predictor, script_prior, views), min_confidence)
+    return assign_font(predict_font(font, predictor, script_prior, views, adapt_steps), min_confidence)
 
 
 def case_pairs(label_names: list[str]) -> tuple[np.ndarray, np.ndarray]:

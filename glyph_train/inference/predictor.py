@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,19 @@ class Predictor:
         for view in range(1, views + 1):
             probs += self._probabilities(self._outputs(_augmented(images, view, self.batch_size))[0])
         return Predictions(probs / (views + 1), embeddings)
+
+    def adapted(self, images: np.ndarray, columns: np.ndarray, steps: int) -> Predictor:
+        """A predictor whose model is this one's fine-tuned for `steps` on uint8 `images` labelled with class
+        `columns`, with the export's training augmentation and label smoothing (font_adaptation.py)."""
+        from glyph_train.inference.font_adaptation import fine_tuned
+
+        config = self.config
+        augment = AugmentParams(enabled=bool(config.get("augment", True)),
+                                strength=float(config.get("augment_strength", 1.0)),
+                                aspect=float(config.get("augment_width", 0.0)))
+        twin = copy.copy(self)
+        twin.model = fine_tuned(self.model, images, columns, steps, augment, float(config.get("label_smoothing", 0.0)))
+        return twin
 
     def _outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, embeddings = model_outputs(self.model, images, self.batch_size, self.device)
