@@ -55,7 +55,7 @@ from glyph_train.corpus.unicode_data import FIGURE_FEATURES, char_class  # noqa:
 from glyph_train.inference.font_adaptation import ADAPT_STEPS_FLAG  # noqa: E402
 from glyph_train.inference.label_font import (DEFAULT_MIN_CONFIDENCE, DUPLICATE_COST, TTA_VIEWS_FLAG,  # noqa: E402
                                               UNKNOWN, assign_font, predict_font)
-from glyph_train.inference.predictor import Predictor  # noqa: E402
+from glyph_train.inference.predictor import BF16_FLAG, Predictor  # noqa: E402
 from glyph_train.inference.repair import write_repaired_font  # noqa: E402
 from glyph_train.inference.sources import known_labels  # noqa: E402
 
@@ -148,6 +148,7 @@ def main() -> None:
     ap.add_argument("--adapt-steps", default=str(ADAPT_STEPS_FLAG.default), metavar="N,N",
                     help="label-font --adapt-steps values, one report each; label-font's own is "
                          f"{ADAPT_STEPS_FLAG.default}")
+    BF16_FLAG.add(ap)
     ap.add_argument("--score-labels", metavar="FILE|LIST",
                     help="score only glyphs whose true label is one of these (labels file or comma list), so that "
                          "exports with more classes are compared on the same glyphs; default: every label it knows")
@@ -156,7 +157,7 @@ def main() -> None:
     duplicate_costs = [float(c) for c in args.duplicate_costs.split(",")]
     tta_views = [int(v) for v in args.tta_views.split(",")]
     adapt_steps = [int(v) for v in args.adapt_steps.split(",")]
-    predictor = Predictor(args.checkpoint)
+    predictor = Predictor(args.checkpoint, bf16=args.bf16)
     known = set(predictor.label_names)
     if args.score_labels:
         known &= set(parse_label_list(args.score_labels))
@@ -164,7 +165,8 @@ def main() -> None:
     shaping = defaultdict(lambda: defaultdict(lambda: [0, 0]))  # variant -> script -> [identical, words]
     ceiling = defaultdict(int)  # script -> words the original shapes identically without NOT_REPAIRED
     t0 = time.perf_counter()
-    print(f"load {os.getloadavg()[0]:.1f}; export {args.checkpoint} (T={predictor.temperature:.3f})", flush=True)
+    print(f"load {os.getloadavg()[0]:.1f}; export {args.checkpoint} (T={predictor.temperature:.3f})"
+          + (", bf16" if args.bf16 else ""), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for font in args.fonts:
             # WOFF/WOFF2 decoded once per font (HarfBuzz reads sfnt only), not once per word

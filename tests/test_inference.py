@@ -453,6 +453,22 @@ def test_label_font_adapt_steps_averages_in_a_model_adapted_to_the_font(work, tm
             "--adapt-steps", "-1")
 
 
+def test_bf16_predicts_under_autocast_close_to_fp32_and_label_font_bf16_uses_it(work, tmp_path):
+    from glyph_train.inference.label_font import assign_font, predict_font, write_csv
+    from glyph_train.inference.predictor import Predictor
+
+    images = _amiri_images(work, 24)
+    fp32, bf16 = Predictor(work["export"]).predict(images), Predictor(work["export"], bf16=True).predict(images)
+    difference = np.abs(bf16.probs - fp32.probs).max()
+    assert 0 < difference < 0.01, difference  # bf16 rounds (8 bits of mantissa): different, and close
+    assert np.abs(bf16.embeddings - fp32.embeddings).max() < 0.05 and bf16.probs.dtype == fp32.probs.dtype
+    rc, _ = cli("label-font", work["stripped"], "--checkpoint", work["export"], "--out", tmp_path / "bf16.csv", "--bf16")
+    assert rc == 0
+    write_csv(tmp_path / "expected.csv", assign_font(predict_font(work["stripped"], Predictor(work["export"],
+                                                                                            bf16=True))).glyphs)
+    assert (tmp_path / "bf16.csv").read_text() == (tmp_path / "expected.csv").read_text()
+
+
 def test_one_prediction_assigned_at_each_threshold_equals_label_font_at_that_threshold(work):
     # bench_label_font predicts a font once and assigns at every --min-confidence it reports
     from glyph_train.inference.label_font import assign_font, label_font, predict_font

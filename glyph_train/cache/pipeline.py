@@ -111,15 +111,16 @@ FORWARD_BATCH_FLAG = Flag("--batch-size", "images per forward pass", 256, type=i
 
 @torch.no_grad()
 def model_outputs(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256,
-                  device: torch.device | str | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  device: torch.device | str | None = None, bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(logits, embeddings) as float32 numpy of uint8 (N, S, S) or (N, C, S, S) images, `batch_size` at a time,
-    model in eval mode."""
+    model in eval mode; `bf16`: the forward passes under bf16 autocast."""
     model.eval()
-    device = device or next(model.parameters()).device
+    device = torch.device(device or next(model.parameters()).device)
     channels = image_channels(images)
     logits, embeddings = [], []
     for start in range(0, len(images), batch_size):
-        out = model(to_model_input(images[start: start + batch_size], channels).to(device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(to_model_input(images[start: start + batch_size], channels).to(device))
         logits.append(out["logits"].float().cpu().numpy())
         embeddings.append(out["embedding"].float().cpu().numpy())
     if not logits:

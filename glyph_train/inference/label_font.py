@@ -49,6 +49,7 @@ from glyph_train.corpus.db import OTHER_LABEL, other_class
 from glyph_train.errors import GlyphTrainError
 from glyph_train.flags import Flag, non_negative_int
 from glyph_train.inference.font_adaptation import ADAPT_STEPS_FLAG, MIN_PSEUDO_LABELS, PSEUDO_LABEL_CONFIDENCE
+from glyph_train.inference.predictor import BF16_FLAG
 from glyph_train.model.export import CHECKPOINT_FLAG
 
 UNKNOWN = "unknown"
@@ -105,6 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     SCRIPT_PRIOR_FLAG.add(parser)
     TTA_VIEWS_FLAG.add(parser)
     ADAPT_STEPS_FLAG.add(parser)
+    BF16_FLAG.add(parser)
     FORWARD_BATCH_FLAG.add(parser)
 
 
@@ -156,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         raise GlyphTrainError("--font-min-confidence sets what the repaired font maps: give --write-font OUT.ttf too")
     from glyph_train.inference.predictor import Predictor
 
-    predictor = Predictor(args.checkpoint, batch_size=args.batch_size)
+    predictor = Predictor(args.checkpoint, batch_size=args.batch_size, bf16=args.bf16)
     predicted = predict_font(font, predictor, args.script_prior, args.tta_views, args.adapt_steps)
     result = assign_font(predicted, args.min_confidence)
     write_csv(args.out, result.glyphs)

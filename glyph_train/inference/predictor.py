@@ -15,6 +15,7 @@ from glyph_train.cache.raster import RenderParams
 from glyph_train.errors import GlyphTrainError
 from glyph_train.evaluation.calibration import (balance_other, calibrated_probabilities, export_other_balance,
                                                 export_temperature)
+from glyph_train.flags import Flag
 from glyph_train.model.export import WEIGHTS, load_export
 from glyph_train.training.augment import AugmentParams, augment_batch
 
@@ -23,6 +24,11 @@ from glyph_train.training.augment import AugmentParams, augment_batch
 # assignment with two exports (Arabic +0.9 and -0.6; strength 0.25 and 1.0 gain less; BENCHMARKS.md §14m).
 TTA_AUGMENT = AugmentParams(strength=0.5)
 TTA_SEED = 0
+# bf16 forward passes: 2.0x as fast on an AMX CPU, 99.1 % of Amiri's glyphs with the same likeliest label, and
+# label-font's accuracy on the held-out fonts within 0.2 points (BENCHMARKS.md §14q); where bf16 is emulated
+# (CPUs without AMX or AVX512-BF16) it is 3-6x slower (§10b), so it is asked for, not guessed
+BF16_FLAG = Flag("--bf16", "run the model's forward passes under bf16 autocast (twice as fast on CPUs with AMX or "
+                 "AVX512-BF16 and on recent GPUs, slower where bf16 is emulated)", False)
 
 
 @dataclass
@@ -32,13 +38,15 @@ class Predictions:
 
 
 class Predictor:
-    def __init__(self, export_dir: str | Path, device: str | torch.device = "cpu", batch_size: int = 256) -> None:
+    def __init__(self, export_dir: str | Path, device: str | torch.device = "cpu", batch_size: int = 256,
+                 bf16: bool = BF16_FLAG.default) -> None:
         self.export_dir = Path(export_dir)
         # loaded on the CPU, then moved: safetensors refuses device strings like Accelerate's "cpu:0"
         self.model, self.label_names, self.config = load_export(self.export_dir, "cpu")
         self.model.to(device)
         self.device = device
         self.batch_size = batch_size
+        self.bf16 = bf16
         self.temperature = export_temperature(self.config)
         self.other, self.other_prior_ratio = export_other_balance(self.config, self.label_names)
         try:
@@ -87,7 +95,7 @@ class Predictor:
         return twin
 
     def _outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, embeddings = model_outputs(self.model, images, self.batch_size, self.device)
+        logits, embeddings = model_outputs(self.model, images, self.batch_size, self.device, self.bf16)
         if not np.isfinite(logits).all() or not np.isfinite(embeddings).all():
             raise GlyphTrainError(f"{self.export_dir}: the model outputs NaN/inf; use an earlier checkpoint")
         return logits, embeddings
