@@ -4,9 +4,9 @@ own confidently labelled glyphs, whose probabilities for every glyph are then av
 A font far from the training styles (Kufic, Ruqaa, Nastaliq, handwriting) is read worse than one near them, yet
 the glyphs the model is already sure of show how that font draws: a few steps of training's loss on them, with
 their assigned labels and under training's augmentation, move the network toward the font's style, and its
-other glyphs are read better. On the held-out fonts (BENCHMARKS.md §14p) 20 steps gain a few tenths of a point
-of joint accuracy, most of it in the fonts furthest from training (Kufam, Aref Ruqaa, Noto Nastaliq, El Messiri),
-and a point of Arabic labels right at --min-confidence 0.5, for twice label-font's time: off by default.
+other glyphs are read better. On the held-out fonts (BENCHMARKS.md §14p), with three exports, 20 steps gain
++0.2 to +0.5 points of Latin and +0.4 to +1.0 of Arabic joint accuracy, most of it in the fonts furthest from
+training (Kufam, Noto Nastaliq, Lalezar, Lemonada, El Messiri), for 1.8 times label-font's time: off by default.
 
 BatchNorm statistics and dropout stay frozen (eval mode): a few hundred glyphs of one font are no statistics to
 trust (test-time BN statistics cost 1.2 points of Latin, §14g). The copy is the caller's; the export's model
@@ -27,7 +27,7 @@ from glyph_train.training.augment import AugmentParams, augment_batch
 
 ADAPT_STEPS_FLAG = Flag("--adapt-steps", "fine-tune a copy of the model for N steps on the font's own glyphs whose "
                         "label is confident and average its probabilities with the model's (test-time adaptation to "
-                        "the font's style: twice the time; 0: off)",
+                        "the font's style: 1.8 times the time; 0: off)",
                         0, type=non_negative_int, metavar="N")
 # 20 steps at 5e-5 and 30 at 3e-5 measured alike; 1e-4, or pseudo-labels from 0.8, cost accuracy, and a second
 # round of pseudo-labels from the adapted model added nothing (BENCHMARKS.md §14p).
