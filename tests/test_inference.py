@@ -314,15 +314,21 @@ def test_label_font_reports_the_fonts_scripts_and_no_script_prior_keeps_the_mode
     assert (tmp_path / "b.csv").read_text() == (tmp_path / "expected.csv").read_text()
 
 
+def _amiri_images(work, count: int) -> np.ndarray:
+    from glyph_train.inference.predictor import Predictor
+    from glyph_train.inference.sources import default_face, face_glyphs
+
+    records, _ = face_glyphs(default_face(work["amiri"]), with_labels=False)
+    return Predictor(work["export"]).render((k, r.contours, r.em) for k, r in enumerate(records[:count])).images
+
+
 def test_tta_averages_the_image_and_its_augmented_copies_the_same_every_run(work):
     """Predictor.predict(images, views): probabilities averaged over each image and `views` augmented copies,
     drawn from (view, position): the same every run and whatever the forward batch size; embeddings the image's."""
     from glyph_train.inference.predictor import Predictor, _augmented
-    from glyph_train.inference.sources import default_face, face_glyphs
 
     predictor = Predictor(work["export"])
-    records, _ = face_glyphs(default_face(work["amiri"]), with_labels=False)
-    images = predictor.render((k, r.contours, r.em) for k, r in enumerate(records[:12])).images
+    images = _amiri_images(work, 12)
     alone, tta = predictor.predict(images), predictor.predict(images, 3)
     copies = [_augmented(images, view, 256) for view in (1, 2, 3)]
     assert all((copy != images).any() for copy in copies) and (copies[0] != copies[1]).any()
@@ -349,14 +355,6 @@ def test_label_font_tta_views_sets_the_copies_averaged(work, tmp_path):
     with pytest.raises(SystemExit):
         cli("label-font", work["stripped"], "--checkpoint", work["export"], "--out", tmp_path / "x.csv",
             "--tta-views", "-1")
-
-
-def _amiri_images(work, count: int) -> np.ndarray:
-    from glyph_train.inference.predictor import Predictor
-    from glyph_train.inference.sources import default_face, face_glyphs
-
-    records, _ = face_glyphs(default_face(work["amiri"]), with_labels=False)
-    return Predictor(work["export"]).render((k, r.contours, r.em) for k, r in enumerate(records[:count])).images
 
 
 def test_adapting_to_a_font_fits_its_labels_the_same_every_run_and_leaves_the_export_alone(work):
