@@ -20,16 +20,18 @@ All of it from the same predictions, side by side: `script_prior` (label-font's 
 reweighted by the scripts the font draws, inference/font_prior.py) and `model_only` (--no-script-prior), each
 at every --duplicate-costs value (label-font's DUPLICATE_COST unmarked; `inf`: one glyph per label), every
 --tta-views value (label-font's default unmarked; 0: the image alone) and every --adapt-steps value (label-font's
-default unmarked; 0: the export's model as it is).
+default unmarked; 0: the export's model as it is). Several --checkpoint exports are scored as label-font's
+ensemble of them; with --each, each export alone too (`export K`), from the same forward passes.
 
-    python bench/bench_label_font.py --checkpoint RUN/best FONT [FONT ...] [--thresholds 0.3,0.5,0.7,0.9]
-        [--repair-confidence 0] [--words 300] [--score-labels launch/label_font_labels.txt]
-        [--duplicate-costs 2,inf] [--tta-views 0,8] [--adapt-steps 0,20]
+    python bench/bench_label_font.py --checkpoint RUN/best [RUN2/best ... [--each]] FONT [FONT ...]
+        [--thresholds 0.3,0.5,0.7,0.9] [--repair-confidence 0] [--words 300]
+        [--score-labels launch/label_font_labels.txt] [--duplicate-costs 2,inf] [--tta-views 0,8] [--adapt-steps 0,20]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -55,7 +57,7 @@ from glyph_train.corpus.unicode_data import FIGURE_FEATURES, char_class  # noqa:
 from glyph_train.inference.font_adaptation import ADAPT_STEPS_FLAG  # noqa: E402
 from glyph_train.inference.label_font import (DEFAULT_MIN_CONFIDENCE, DUPLICATE_COST, TTA_VIEWS_FLAG,  # noqa: E402
                                               UNKNOWN, assign_font, predict_font)
-from glyph_train.inference.predictor import BF16_FLAG, Predictor  # noqa: E402
+from glyph_train.inference.predictor import BF16_FLAG, Ensemble, load_predictor  # noqa: E402
 from glyph_train.inference.repair import write_repaired_font  # noqa: E402
 from glyph_train.inference.sources import known_labels  # noqa: E402
 
@@ -131,10 +133,35 @@ def score_font(predicted, truth_by_gid: dict, known: set, thresholds: list[float
     write_repaired_font(predicted.font, repaired, runs[repair_confidence].assignment())
 
 
+def predictions(stripped: Path, predictor, members: list, views: int, steps: int, each: bool) -> dict:
+    """source ('' for the export or ensemble, `export K` for a member alone with --each) -> (with the script
+    prior, model only): predicted once per setting (the rest is assignment) and adapted on its own labels, as
+    label-font does. Unadapted, the ensemble's probabilities are its members' mean, so --each costs nothing."""
+    if steps:  # adapted on its own labels, as label-font does: no predictions to share
+        scored = [("", predictor)] + ([(f"export {k}", m) for k, m in enumerate(members, 1)] if each else [])
+        return {name: (predict_font(stripped, p, True, views, steps), predict_font(stripped, p, False, views, steps))
+                for name, p in scored}
+    alone = [predict_font(stripped, m, False, views) for m in members]
+    model_only = {"": dataclasses.replace(alone[0], probs=sum(a.probs for a in alone) / len(alone))}
+    if each and len(members) > 1:
+        model_only |= {f"export {k}": a for k, a in enumerate(alone, 1)}
+    return {name: (pred.with_script_prior(), pred) for name, pred in model_only.items()}
+
+
+def variant_name(source: str, prior: str, cost: float, views: int, steps: int) -> str:
+    """The report's key: the source and prior, and each setting that is not label-font's default."""
+    return ", ".join(([source] if source else []) + [prior]
+                     + ([f"duplicate cost {cost:g}"] if cost != DUPLICATE_COST else [])
+                     + ([f"tta views {views}"] if views != TTA_VIEWS_FLAG.default else [])
+                     + ([f"adapt steps {steps}"] if steps != ADAPT_STEPS_FLAG.default else []))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("fonts", nargs="+", type=Path)
-    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--checkpoint", required=True, nargs="+", metavar="EXPORT",
+                    help="an export, or several: label-font's ensemble of them")
+    ap.add_argument("--each", action="store_true", help="with several exports: also score each alone (export K)")
     ap.add_argument("--thresholds", default="0.3,0.5,0.7,0.8,0.9,0.95")
     ap.add_argument("--repair-confidence", type=float, default=0.0,
                     help="the min confidence the repaired font is written at (label-font --write-font's: 0)")
@@ -157,7 +184,8 @@ def main() -> None:
     duplicate_costs = [float(c) for c in args.duplicate_costs.split(",")]
     tta_views = [int(v) for v in args.tta_views.split(",")]
     adapt_steps = [int(v) for v in args.adapt_steps.split(",")]
-    predictor = Predictor(args.checkpoint, bf16=args.bf16)
+    predictor = load_predictor(args.checkpoint, bf16=args.bf16)
+    members = predictor.members if isinstance(predictor, Ensemble) else [predictor]
     known = set(predictor.label_names)
     if args.score_labels:
         known &= set(parse_label_list(args.score_labels))
@@ -165,7 +193,8 @@ def main() -> None:
     shaping = defaultdict(lambda: defaultdict(lambda: [0, 0]))  # variant -> script -> [identical, words]
     ceiling = defaultdict(int)  # script -> words the original shapes identically without NOT_REPAIRED
     t0 = time.perf_counter()
-    print(f"load {os.getloadavg()[0]:.1f}; export {args.checkpoint} (T={predictor.temperature:.3f})"
+    print(f"load {os.getloadavg()[0]:.1f}; "
+          + "; ".join(f"export {k} {m.export_dir} (T={m.temperature:.3f})" for k, m in enumerate(members, 1))
           + (", bf16" if args.bf16 else ""), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for font in args.fonts:
@@ -178,23 +207,18 @@ def main() -> None:
             for script, shaped in originals.items():
                 ceiling[script] += sum(outline_sequence(before, word, NOT_REPAIRED) == seq for word, seq in shaped)
             for views, steps in itertools.product(tta_views, adapt_steps):
-                # predicted once per setting (the rest is assignment); adapted on its own labels, as label-font does
-                model_only = predict_font(stripped, predictor, False, views, steps)
-                with_prior = (predict_font(stripped, predictor, True, views, steps) if steps
-                              else model_only.with_script_prior())
-                for prior, predicted in (("script_prior", with_prior), ("model_only", model_only)):
-                    for cost in duplicate_costs:
-                        variant = ", ".join([prior] + ([f"duplicate cost {cost:g}"] if cost != DUPLICATE_COST else [])
-                                            + ([f"tta views {views}"] if views != TTA_VIEWS_FLAG.default else [])
-                                            + ([f"adapt steps {steps}"] if steps != ADAPT_STEPS_FLAG.default else []))
-                        repaired = Path(tmp) / f"repaired{font.suffix}"
-                        score_font(predicted, truth_by_gid, known, thresholds, args.repair_confidence, cost,
-                                   tally[variant], repaired)
-                        after = Shaper(sfnt_data(repaired))
-                        for script, shaped in originals.items():
-                            shaping[variant][script][0] += sum(outline_sequence(after, word) == seq
-                                                               for word, seq in shaped)
-                            shaping[variant][script][1] += len(shaped)
+                for source, pair in predictions(stripped, predictor, members, views, steps, args.each).items():
+                    for prior, predicted in zip(("script_prior", "model_only"), pair):
+                        for cost in duplicate_costs:
+                            variant = variant_name(source, prior, cost, views, steps)
+                            repaired = Path(tmp) / f"repaired{font.suffix}"
+                            score_font(predicted, truth_by_gid, known, thresholds, args.repair_confidence, cost,
+                                       tally[variant], repaired)
+                            after = Shaper(sfnt_data(repaired))
+                            for script, shaped in originals.items():
+                                shaping[variant][script][0] += sum(outline_sequence(after, word) == seq
+                                                                   for word, seq in shaped)
+                                shaping[variant][script][1] += len(shaped)
             print(f"{font.name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
     if not any(tally.values()):  # e.g. fonts HarfBuzz could not read: never report an empty result as a measurement
         sys.exit("bench_label_font: no glyph of these fonts has a label the export knows; nothing to score")

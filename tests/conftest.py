@@ -25,16 +25,22 @@ def user_cache_dir(tmp_path_factory):
         os.environ["GLYPH_TRAIN_CACHE"] = old
 
 
+def train_tiny(db: Path, root: Path, out_dir: Path, epochs: int = 2) -> Path:
+    """The inference tests' tiny model (test_vit, 32 px, em fit) trained on `db`; its export's path."""
+    cmd = [sys.executable, "-m", "glyph_train.train", "--db", str(db), "--cache-dir", str(root / "cache"),
+           "--val-frac", "0.3", "--model", "test_vit", "--img-size", "32", "--fit", "em", "--epochs", str(epochs),
+           "--batch-size", "16", "--num-workers", "0", "--num-proc", "1", "--out-dir", str(out_dir),
+           "--wandb-mode", "disabled"]
+    res = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out_dir / "export"
+
+
 @pytest.fixture(scope="session")  # shared by the inference and serve tests: trained once
 def work(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("inference")
     db = write_db(root / "glyphs.db", fonts=[DEFAULT_FONTS[0], DEFAULT_FONTS[2], DEFAULT_FONTS[4]])
-    cmd = [sys.executable, "-m", "glyph_train.train", "--db", str(db.path), "--cache-dir", str(root / "cache"),
-           "--val-frac", "0.3", "--model", "test_vit", "--img-size", "32", "--fit", "em", "--epochs", "2",
-           "--batch-size", "16", "--num-workers", "0", "--num-proc", "1", "--out-dir", str(root / "run"),
-           "--wandb-mode", "disabled"]
-    res = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    train_tiny(db.path, root, root / "run")
     fonts = root / "fonts"
     fonts.mkdir()
     amiri = subset_font(fontpkg_file("fontpkg_amiri", "Amiri-Regular.ttf"), fonts / "Amiri-sub.ttf", ARABIC + LATIN)

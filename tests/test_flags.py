@@ -26,6 +26,7 @@ OWN = {
     ("glyph_train.train", "--db"): "as train",
     ("embed", "--db"): "an alternative to FONT|DIR arguments",
     ("train", "--batch-size"): "the training batch per process, not images per forward pass",
+    ("label-font", "--checkpoint"): "one export or several, whose probabilities are averaged (an ensemble)",
     ("glyph_train.train", "--batch-size"): "as train",
 }
 EVERY_COMMAND_OWN = {"--out": "each command writes its own kind of output"}

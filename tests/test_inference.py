@@ -467,6 +467,87 @@ def test_bf16_predicts_under_autocast_close_to_fp32_and_label_font_bf16_uses_it(
     assert (tmp_path / "bf16.csv").read_text() == (tmp_path / "expected.csv").read_text()
 
 
+@pytest.fixture(scope="module")
+def second_export(work) -> Path:
+    """Another export of the same labels and renders, with other weights (one epoch instead of two)."""
+    from conftest import train_tiny
+
+    return train_tiny(work["db"], work["root"], work["root"] / "second", epochs=1)
+
+
+def test_an_ensemble_averages_its_exports_probabilities_and_label_font_takes_several_checkpoints(
+        work, second_export, tmp_path):
+    """label-font --checkpoint A B: each glyph's probabilities are the mean of A's and B's (each calibrated
+    with its own temperature, over the same augmented copies); the embedding is a unit vector whose inner
+    products are the mean of the members' cosines; adapted, each member adapts."""
+    from glyph_train.inference.label_font import assign_font, predict_font, write_csv
+    from glyph_train.inference.predictor import Ensemble, Predictor, load_predictor
+
+    a, b = Predictor(work["export"]), Predictor(second_export)
+    assert a.label_names == b.label_names and a.temperature != b.temperature
+    ensemble = load_predictor([work["export"], second_export])
+    assert isinstance(ensemble, Ensemble) and isinstance(load_predictor([second_export]), Predictor)
+    images = _amiri_images(work, 12)
+    pa, pb, pe = a.predict(images, 2), b.predict(images, 2), ensemble.predict(images, 2)
+    assert np.abs(pa.probs - pb.probs).max() > 1e-3
+    np.testing.assert_allclose(pe.probs, (pa.probs + pb.probs) / 2, rtol=1e-6)
+    assert pe.embeddings.shape == (12, a.embedding_dim + b.embedding_dim) == (12, ensemble.embedding_dim)
+    np.testing.assert_allclose(np.linalg.norm(pe.embeddings, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(pe.embeddings @ pe.embeddings.T,
+                               (pa.embeddings @ pa.embeddings.T + pb.embeddings @ pb.embeddings.T) / 2, atol=1e-5)
+    columns = np.arange(12) % len(a.label_names)
+    adapted = ensemble.adapted(images, columns, 5)
+    np.testing.assert_allclose(adapted.predict(images).probs, (a.adapted(images, columns, 5).predict(images).probs
+                                                               + b.adapted(images, columns, 5).predict(images).probs) / 2,
+                               rtol=1e-6)
+    rc, out = cli("label-font", work["stripped"], "--checkpoint", work["export"], second_export,
+                  "--out", tmp_path / "ensemble.csv")
+    assert rc == 0, out
+    write_csv(tmp_path / "expected.csv", assign_font(predict_font(work["stripped"], Ensemble([a, b]))).glyphs)
+    assert (tmp_path / "ensemble.csv").read_text() == (tmp_path / "expected.csv").read_text()
+    write_csv(tmp_path / "a.csv", assign_font(predict_font(work["stripped"], a)).glyphs)
+    assert (tmp_path / "a.csv").read_text() != (tmp_path / "expected.csv").read_text()
+
+
+def test_the_label_font_bench_scores_an_ensemble_and_each_export_from_the_same_forward_passes(work, second_export):
+    """bench_label_font --checkpoint A B --each: the ensemble's predictions there, made from its members' own,
+    are label-font's, and each member's are its own."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_label_font import predictions
+
+    from glyph_train.inference.label_font import predict_font
+    from glyph_train.inference.predictor import load_predictor
+
+    ensemble = load_predictor([work["export"], second_export])
+    scored = predictions(work["stripped"], ensemble, ensemble.members, 2, 0, each=True)
+    assert list(scored) == ["", "export 1", "export 2"]
+    for source, predictor in zip(scored, [ensemble, *ensemble.members]):
+        with_prior, model_only = scored[source]
+        np.testing.assert_allclose(model_only.probs, predict_font(work["stripped"], predictor, False, 2).probs,
+                                   rtol=1e-6)
+        np.testing.assert_allclose(with_prior.probs, predict_font(work["stripped"], predictor, True, 2).probs,
+                                   rtol=1e-5)
+
+
+def test_an_ensemble_of_exports_with_other_labels_or_renders_is_refused_in_one_line(work, tmp_path, capsys):
+    other_labels, other_fit = tmp_path / "labels", tmp_path / "fit"
+    for copy in (other_labels, other_fit):
+        copy.mkdir()
+        for f in work["export"].iterdir():
+            (copy / f.name).write_bytes(f.read_bytes())
+    labels = json.loads((other_labels / "labels.json").read_text())
+    (other_labels / "labels.json").write_text(json.dumps(labels[::-1]))
+    config = json.loads((other_fit / "config.json").read_text())
+    (other_fit / "config.json").write_text(json.dumps({**config, "fit": "tight"}))
+    for copy, says in ((other_labels, "labels differ"), (other_fit, "render alike")):
+        before = tree_digest(work["export"])
+        rc = main(["label-font", str(work["stripped"]), "--checkpoint", str(work["export"]), str(copy),
+                   "--out", str(tmp_path / "x.csv")])
+        err = capsys.readouterr().err.strip()
+        assert rc != 0 and says in err and str(copy) in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "x.csv").exists() and tree_digest(work["export"]) == before
+
+
 def test_one_prediction_assigned_at_each_threshold_equals_label_font_at_that_threshold(work):
     # bench_label_font predicts a font once and assigns at every --min-confidence it reports
     from glyph_train.inference.label_font import assign_font, label_font, predict_font

@@ -1,9 +1,11 @@
-"""`glyph-train label-font FONT --checkpoint EXPORT --out labels.csv [--write-font OUT.ttf] [--min-confidence P]`
+"""`glyph-train label-font FONT --checkpoint EXPORT [EXPORT ...] --out labels.csv [--write-font OUT.ttf]
+[--min-confidence P]`
 
 Which character (and Arabic positional form) each glyph of a font is, from its outline and the font's
 vertical metrics only: glyph names, cmap and GSUB are what is broken or missing, so they are never read as
 evidence. Per glyph the model gives calibrated probabilities (softmax(logits / T), T from the export), averaged
-over the glyph's image and --tta-views augmented copies (predictor.py), reweighted by the scripts the font
+over the glyph's image and --tta-views augmented copies (predictor.py) and, given several exports, over them
+(an ensemble: predictor.py's Ensemble), reweighted by the scripts the font
 draws: each script's share of the font is estimated by EM over all its glyphs (inference/font_prior.py;
 --no-script-prior keeps the model's own). With --adapt-steps N (off by default), a copy of the model is
 fine-tuned for N steps on the glyphs it is sure of, with their labels, and its probabilities are averaged with
@@ -90,13 +92,19 @@ FONT_MIN_CONFIDENCE_FLAG = Flag(
 TTA_VIEWS_FLAG = Flag("--tta-views", "average each glyph's probabilities over its image and N augmented copies "
                       "(test-time augmentation: N + 1 forward passes; 0: the image alone)", 8, type=non_negative_int,
                       metavar="N")
+# Several exports (trained with other seeds, say) label as one: their probabilities are averaged (predictor.py's
+# Ensemble). Two seeds of the recipe: +0.7 points of Latin and +0.7 to +1.9 of Arabic joint accuracy over either
+# alone, 1.7 times the time; at --tta-views 4, the time of one export at 8 and still ahead (BENCHMARKS.md §14r).
+ENSEMBLE_CHECKPOINT_FLAG = CHECKPOINT_FLAG.variant(
+    help="an export directory (run_dir/export or run_dir/best); several, trained on one label set: each glyph's "
+         "probabilities are their mean (an ensemble: one forward pass per export)")
 SCRIPT_PRIOR_FLAG = Flag("--script-prior", "reweight the model's probabilities by each script's share of the font's "
                          "glyphs, estimated by EM over the whole font (inference/font_prior.py)", True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("font", type=Path, metavar="FONT", help="font file to label (read only, never modified)")
-    CHECKPOINT_FLAG.add(parser, required=True)
+    ENSEMBLE_CHECKPOINT_FLAG.add(parser, required=True, nargs="+")
     parser.add_argument("--out", required=True, type=Path, help="CSV to write: glyph,label,confidence,top5")
     parser.add_argument("--write-font", type=Path, metavar="OUT.ttf",
                         help="also write a repaired copy of the font: cmap + Arabic init/medi/fina GSUB from the "
@@ -156,9 +164,9 @@ def run(args: argparse.Namespace) -> int:
         raise GlyphTrainError("--out and --write-font name the same file")
     if args.font_min_confidence is not None and args.write_font is None:
         raise GlyphTrainError("--font-min-confidence sets what the repaired font maps: give --write-font OUT.ttf too")
-    from glyph_train.inference.predictor import Predictor
+    from glyph_train.inference.predictor import load_predictor
 
-    predictor = Predictor(args.checkpoint, batch_size=args.batch_size, bf16=args.bf16)
+    predictor = load_predictor(args.checkpoint, batch_size=args.batch_size, bf16=args.bf16)
     predicted = predict_font(font, predictor, args.script_prior, args.tta_views, args.adapt_steps)
     result = assign_font(predicted, args.min_confidence)
     write_csv(args.out, result.glyphs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,13 +74,7 @@ class Predictor:
         """Calibrated probabilities and embeddings of uint8 images. views > 0: the probabilities are averaged
         over the image and that many augmented copies (TTA_AUGMENT, view v of image i drawn from (TTA_SEED, v,
         i): the same images predict the same every run); the embeddings stay the image's own."""
-        if not len(images):
-            return Predictions(np.zeros((0, len(self.label_names))), np.zeros((0, self.embedding_dim), np.float32))
-        logits, embeddings = self._outputs(images)
-        probs = self._probabilities(logits)
-        for view in range(1, views + 1):
-            probs += self._probabilities(self._outputs(_augmented(images, view, self.batch_size))[0])
-        return Predictions(probs / (views + 1), embeddings)
+        return _predict_each([self], images, views)[0]
 
     def adapted(self, images: np.ndarray, columns: np.ndarray, steps: int) -> Predictor:
         """A predictor whose model is this one's fine-tuned for `steps` on uint8 `images` labelled with class
@@ -107,6 +102,62 @@ class Predictor:
     @property
     def embedding_dim(self) -> int:
         return int(self.config["embedding_dim"])
+
+
+class Ensemble:
+    """Exports trained on one label set, predicting as one model: each glyph's calibrated probabilities are
+    the mean of the members' (each calibrated with its own temperature), so that where one export is unsure
+    or wrong the others outvote it. Its embedding is the members' L2-normalised embeddings concatenated and
+    divided by sqrt(members): a unit vector whose inner products are the mean of the members' cosines. The
+    members must render alike (one image feeds them all)."""
+
+    def __init__(self, members: Sequence[Predictor]) -> None:
+        first = members[0]
+        for member in members[1:]:
+            if member.label_names != first.label_names:
+                raise GlyphTrainError(f"{member.export_dir}: its labels differ from {first.export_dir}'s; the exports "
+                                      "of an ensemble must be trained on one label set")
+            if member.params != first.params:
+                raise GlyphTrainError(f"{member.export_dir}: renders {member.params} but {first.export_dir} "
+                                      f"{first.params}; the exports of an ensemble must render alike")
+        self.members = list(members)
+        self.label_names, self.other, self.params = first.label_names, first.other, first.params
+
+    @property
+    def embedding_dim(self) -> int:
+        return sum(m.embedding_dim for m in self.members)
+
+    def render(self, rows) -> RenderedRows:
+        return self.members[0].render(rows)
+
+    def predict(self, images: np.ndarray, views: int = 0) -> Predictions:
+        each = _predict_each(self.members, images, views)
+        return Predictions(sum(p.probs for p in each) / len(each),
+                           np.concatenate([p.embeddings for p in each], axis=1) / np.float32(np.sqrt(len(each))))
+
+    def adapted(self, images: np.ndarray, columns: np.ndarray, steps: int) -> Ensemble:
+        return Ensemble([m.adapted(images, columns, steps) for m in self.members])
+
+
+def load_predictor(exports: Sequence[str | Path], device: str | torch.device = "cpu", batch_size: int = 256,
+                   bf16: bool = BF16_FLAG.default) -> Predictor | Ensemble:
+    """One export's Predictor, or the Ensemble of several."""
+    members = [Predictor(e, device, batch_size, bf16) for e in exports]
+    return members[0] if len(members) == 1 else Ensemble(members)
+
+
+def _predict_each(predictors: Sequence[Predictor], images: np.ndarray, views: int) -> list[Predictions]:
+    """Each predictor's Predictions of the same images, the augmented copies made once for all of them."""
+    if not len(images):
+        return [Predictions(np.zeros((0, len(p.label_names))), np.zeros((0, p.embedding_dim), np.float32))
+                for p in predictors]
+    outputs = [p._outputs(images) for p in predictors]
+    probs = [p._probabilities(logits) for p, (logits, _) in zip(predictors, outputs)]
+    for view in range(1, views + 1):
+        copies = _augmented(images, view, predictors[0].batch_size)
+        for p, total in zip(predictors, probs):
+            total += p._probabilities(p._outputs(copies)[0])
+    return [Predictions(total / (views + 1), embeddings) for total, (_, embeddings) in zip(probs, outputs)]
 
 
 def _augmented(images: np.ndarray, view: int, batch_size: int) -> np.ndarray:
