@@ -137,13 +137,14 @@ def predictions(stripped: Path, predictor, members: list, views: int, steps: int
     """source ('' for the export or ensemble, `export K` for a member alone with --each) -> (with the script
     prior, model only): predicted once per setting (the rest is assignment) and adapted on its own labels, as
     label-font does. Unadapted, the ensemble's probabilities are its members' mean, so --each costs nothing."""
-    if steps:  # adapted on its own labels, as label-font does: no predictions to share
+    each = each and len(members) > 1
+    if steps:  # each adapted on its own labels: no predictions to share
         scored = [("", predictor)] + ([(f"export {k}", m) for k, m in enumerate(members, 1)] if each else [])
         return {name: (predict_font(stripped, p, True, views, steps), predict_font(stripped, p, False, views, steps))
                 for name, p in scored}
     alone = [predict_font(stripped, m, False, views) for m in members]
     model_only = {"": dataclasses.replace(alone[0], probs=sum(a.probs for a in alone) / len(alone))}
-    if each and len(members) > 1:
+    if each:
         model_only |= {f"export {k}": a for k, a in enumerate(alone, 1)}
     return {name: (pred.with_script_prior(), pred) for name, pred in model_only.items()}
 
