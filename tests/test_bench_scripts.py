@@ -71,3 +71,14 @@ def test_label_font_speed_bench_finds_the_dense_baseline_choosing_the_same_label
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [r["glyphs"] for r in rows] == [40, 400] and all(r["same_labels"] for r in rows)
     assert all(r["softmax_max_diff"] < 1e-12 for r in rows)
+
+
+def test_embed_bf16_bench_compares_the_two_indexes_of_one_export(work):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "bench/bench_embed_bf16.py", "--checkpoint", str(work["export"]),
+                           "--repeats", "1", "--threads", "1", str(work["amiri"]), str(work["latin"])], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert result["glyphs"] > 20 and 0 < result["recall_at_10_vs_fp32"] <= 1  # the tiny model: near-ties
+    assert 0 <= result["bf16_label_precision_at_10"] <= 1 and 0.5 < result["same_predicted_label"] <= 1

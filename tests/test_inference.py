@@ -148,6 +148,28 @@ def test_append_adds_only_new_fonts_and_is_idempotent(work, index, tmp_path):
     assert rc == 0 and tree_digest(copy) == before
 
 
+def test_embed_bf16_writes_an_index_of_close_vectors_that_appends_and_searches_in_bf16_only(work, index, tmp_path,
+                                                                                         capsys):
+    from glyph_train.inference.index import load_index
+    from glyph_train.inference.search import _predictor
+
+    out = tmp_path / "bf16"
+    rc, _ = cli("embed", "--checkpoint", work["export"], work["fonts"], "--out", out, "--bf16")
+    assert rc == 0
+    fp32, bf16 = load_index(index), load_index(out)
+    assert bf16.info["bf16"] is True and fp32.info["bf16"] is False
+    rows = np.arange(fp32.index.ntotal)
+    difference = np.abs(bf16.vectors(rows) - fp32.vectors(rows)).max()
+    assert 0 < difference < 0.05, difference  # bf16 rounds: different, and close
+    assert _predictor(bf16, None).bf16 and not _predictor(fp32, None).bf16  # queries embedded as the index was
+    before = tree_digest(out)
+    rc = main(["embed", "--checkpoint", str(work["export"]), str(work["extra"]), "--out", str(out), "--append"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "with --bf16" in err and len(err.splitlines()) == 1 and tree_digest(out) == before
+    rc, _ = cli("embed", "--checkpoint", work["export"], work["extra"], "--out", out, "--append", "--bf16")
+    assert rc == 0 and load_index(out).index.ntotal > bf16.index.ntotal
+
+
 def test_embed_from_db_leaves_it_untouched_and_hnsw_factory(work, tmp_path):
     from glyph_train.inference.index import load_index
 
@@ -497,9 +519,8 @@ def test_an_ensemble_averages_its_exports_probabilities_and_label_font_takes_sev
                                (pa.embeddings @ pa.embeddings.T + pb.embeddings @ pb.embeddings.T) / 2, atol=1e-5)
     columns = np.arange(12) % len(a.label_names)
     adapted = ensemble.adapted(images, columns, 5)
-    np.testing.assert_allclose(adapted.predict(images).probs, (a.adapted(images, columns, 5).predict(images).probs
-                                                               + b.adapted(images, columns, 5).predict(images).probs) / 2,
-                               rtol=1e-6)
+    each = [m.adapted(images, columns, 5).predict(images).probs for m in (a, b)]
+    np.testing.assert_allclose(adapted.predict(images).probs, (each[0] + each[1]) / 2, rtol=1e-6)
     rc, out = cli("label-font", work["stripped"], "--checkpoint", work["export"], second_export,
                   "--out", tmp_path / "ensemble.csv")
     assert rc == 0, out

@@ -1,4 +1,5 @@
-"""`glyph-train embed --checkpoint EXPORT (--db DB | FONT|DIR ...) --out INDEX_DIR [--append] [--index-factory SPEC]`
+"""`glyph-train embed --checkpoint EXPORT (--db DB | FONT|DIR ...) --out INDEX_DIR [--append] [--index-factory SPEC]
+[--bf16]`
 
 Every glyph of a glyphs.db (read-only) or of font files (every glyph id, mapped by the cmap or not) into
 INDEX_DIR (index.py). Identical outlines (same contours and, for the em fit, same font metrics) are
@@ -22,7 +23,7 @@ from glyph_train.cache.pipeline import FORWARD_BATCH_FLAG, RenderReport
 from glyph_train.errors import GlyphTrainError
 from glyph_train.inference.index import (DEFAULT_FACTORY, GlyphIndex, add_vectors, check_writable, load_index,
                                          new_index, save_index, table_from_rows)
-from glyph_train.inference.predictor import Predictor
+from glyph_train.inference.predictor import BF16_FLAG, Predictor
 from glyph_train.model.export import CHECKPOINT_FLAG
 from glyph_train.inference.sources import GlyphRecord, db_font_files, db_records, face_glyphs, font_faces
 
@@ -35,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--append", action="store_true", help="add only fonts not yet in --out's index")
     parser.add_argument("--index-factory", default=None, metavar="SPEC",
                         help="FAISS factory string, e.g. HNSW32 or IVF4096,PQ32 (default: exact Flat)")
+    BF16_FLAG.add(parser)
     FORWARD_BATCH_FLAG.add(parser)
 
 
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.db) == bool(args.inputs):
         raise GlyphTrainError("give either --db DB or font files/directories, not both and not neither")
     embed(args.checkpoint, args.out, db=args.db, inputs=args.inputs, append=args.append,
-          factory=args.index_factory, batch_size=args.batch_size)
+          factory=args.index_factory, batch_size=args.batch_size, bf16=args.bf16)
     return 0
 
 
@@ -60,7 +62,7 @@ class Share:
 
 
 def embed(checkpoint, out: Path, db: Path | None = None, inputs=(), append: bool = False,
-          factory: str | None = None, batch_size: int = 256) -> GlyphIndex | None:
+          factory: str | None = None, batch_size: int = 256, bf16: bool = BF16_FLAG.default) -> GlyphIndex | None:
     from accelerate import Accelerator
     from accelerate.utils import gather_object
 
@@ -70,12 +72,15 @@ def embed(checkpoint, out: Path, db: Path | None = None, inputs=(), append: bool
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     check_world_size(accelerator)
     check_writable(out)
-    predictor = Predictor(checkpoint, accelerator.device, batch_size)
+    predictor = Predictor(checkpoint, accelerator.device, batch_size, bf16)
     existing = load_index(out) if append and out.exists() else None
     if existing is not None:
         if existing.info.get("export_fingerprint") != predictor.fingerprint:
             raise GlyphTrainError(f"{out}: built with another model ({existing.info.get('export')}); "
                                   "--append needs the same --checkpoint, or write a new --out")
+        if existing.info.get("bf16", False) != bf16:  # one index, one precision: its vectors stay comparable
+            raise GlyphTrainError(f"{out}: embedded {'with' if not bf16 else 'without'} --bf16; --append "
+                                  f"{'with' if not bf16 else 'without'} it too, or write a new --out")
         if factory and factory != existing.info.get("factory"):
             raise GlyphTrainError(f"{out}: has --index-factory {existing.info.get('factory')}, not {factory}")
     factory = factory or (existing.info["factory"] if existing else DEFAULT_FACTORY)
@@ -246,5 +251,5 @@ def _merge(shares: list[Share], existing: GlyphIndex | None, predictor: Predicto
         table = pa.concat_tables([existing.table, table])
     info = {"export": str(Path(predictor.export_dir).resolve()), "export_fingerprint": predictor.fingerprint,
             "img_size": predictor.params.img_size, "fit": predictor.params.fit, "factory": factory,
-            "dim": predictor.embedding_dim, "temperature": predictor.temperature}
+            "dim": predictor.embedding_dim, "temperature": predictor.temperature, "bf16": predictor.bf16}
     return GlyphIndex(index, table, info)

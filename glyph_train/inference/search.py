@@ -190,7 +190,7 @@ def _predictor(gi: GlyphIndex, checkpoint: str | None):
     from glyph_train.inference.predictor import Predictor
 
     export = checkpoint or gi.info.get("export")
-    predictor = Predictor(export)
+    predictor = Predictor(export, bf16=gi.info.get("bf16", False))  # queries embedded as the index was
     if checkpoint is None and predictor.fingerprint != gi.info.get("export_fingerprint"):
         raise GlyphTrainError(f"{export}: changed since the index was built; pass --checkpoint with the export it was "
                               "built with, or re-embed")
