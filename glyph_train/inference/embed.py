@@ -79,8 +79,8 @@ def embed(checkpoint, out: Path, db: Path | None = None, inputs=(), append: bool
             raise GlyphTrainError(f"{out}: built with another model ({existing.info.get('export')}); "
                                   "--append needs the same --checkpoint, or write a new --out")
         if existing.info.get("bf16", False) != bf16:  # one index, one precision: its vectors stay comparable
-            raise GlyphTrainError(f"{out}: embedded {'with' if not bf16 else 'without'} --bf16; --append "
-                                  f"{'with' if not bf16 else 'without'} it too, or write a new --out")
+            was = "with" if existing.info.get("bf16", False) else "without"
+            raise GlyphTrainError(f"{out}: embedded {was} --bf16; --append {was} it too, or write a new --out")
         if factory and factory != existing.info.get("factory"):
             raise GlyphTrainError(f"{out}: has --index-factory {existing.info.get('factory')}, not {factory}")
     factory = factory or (existing.info["factory"] if existing else DEFAULT_FACTORY)
