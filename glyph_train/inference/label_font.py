@@ -97,7 +97,7 @@ TTA_VIEWS_FLAG = Flag("--tta-views", "average each glyph's probabilities over it
 # alone, 1.7 times the time; at --tta-views 4, the time of one export at 8 and still ahead (BENCHMARKS.md §14r).
 ENSEMBLE_CHECKPOINT_FLAG = CHECKPOINT_FLAG.variant(
     help="an export directory (run_dir/export or run_dir/best); several, trained on one label set: each glyph's "
-         "probabilities are their mean (an ensemble: one forward pass per export)")
+         "probabilities are their mean (an ensemble: each export's forward passes, on the same copies)")
 SCRIPT_PRIOR_FLAG = Flag("--script-prior", "reweight the model's probabilities by each script's share of the font's "
                          "glyphs, estimated by EM over the whole font (inference/font_prior.py)", True)
 
