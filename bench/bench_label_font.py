@@ -15,7 +15,9 @@ the model knows:
   share of seeded pseudo-words (Arabic and Latin) whose shaped glyph outline sequence equals the original font's,
   among the words whose every letter the font maps; and its ceiling, the share the original itself shapes
   identically with its ligatures and contextual features off (what a cmap + positional-forms repair can reach
-  at best: Reem Kufi, Aref Ruqaa and Noto Nastaliq shape nearly every word contextually).
+  at best: Reem Kufi, Aref Ruqaa and Noto Nastaliq shape nearly every word contextually);
+- by font (`by_font`): each font's joint accuracy per group and its share of words shaped identically, so
+  that where the errors are is measured, not guessed.
 All of it from the same predictions, side by side: `script_prior` (label-font's default: probabilities
 reweighted by the scripts the font draws, inference/font_prior.py) and `model_only` (--no-script-prior), each
 at every --duplicate-costs value (label-font's DUPLICATE_COST unmarked; `inf`: one glyph per label), every
@@ -192,6 +194,7 @@ def main() -> None:
         known &= set(parse_label_list(args.score_labels))
     tally = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))  # variant -> group -> counter
     shaping = defaultdict(lambda: defaultdict(lambda: [0, 0]))  # variant -> script -> [identical, words]
+    by_font = defaultdict(dict)  # variant -> font file name -> group -> glyphs, joint accuracy, words' share
     ceiling = defaultdict(int)  # script -> words the original shapes identically without NOT_REPAIRED
     t0 = time.perf_counter()
     print(f"load {os.getloadavg()[0]:.1f}; "
@@ -213,13 +216,23 @@ def main() -> None:
                         for cost in duplicate_costs:
                             variant = variant_name(source, prior, cost, views, steps)
                             repaired = Path(tmp) / f"repaired{font.suffix}"
+                            font_tally = defaultdict(lambda: defaultdict(int))
                             score_font(predicted, truth_by_gid, known, thresholds, args.repair_confidence, cost,
-                                       tally[variant], repaired)
+                                       font_tally, repaired)
+                            scores = by_font[variant][font.name] = {
+                                key: {"glyphs": c["glyphs"], "joint_accuracy": round(c["joint_right"] / c["glyphs"], 4)}
+                                for key, c in font_tally.items() if c["glyphs"]}
+                            for key, c in font_tally.items():
+                                for name, count in c.items():
+                                    tally[variant][key][name] += count
                             after = Shaper(sfnt_data(repaired))
                             for script, shaped in originals.items():
-                                shaping[variant][script][0] += sum(outline_sequence(after, word) == seq
-                                                                   for word, seq in shaped)
+                                identical = sum(outline_sequence(after, word) == seq for word, seq in shaped)
+                                shaping[variant][script][0] += identical
                                 shaping[variant][script][1] += len(shaped)
+                                if shaped:
+                                    scores.setdefault(script, {})["words_shaped_identically"] = round(
+                                        identical / len(shaped), 4)
             print(f"{font.name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
     if not any(tally.values()):  # e.g. fonts HarfBuzz could not read: never report an empty result as a measurement
         sys.exit("bench_label_font: no glyph of these fonts has a label the export knows; nothing to score")
@@ -241,6 +254,7 @@ def main() -> None:
         report[variant]["words_shaped_identically"] = {
             s: {"share": round(a / max(b, 1), 4), "words": b, "ceiling": round(ceiling[s] / max(b, 1), 4)}
             for s, (a, b) in shaping[variant].items()}
+        report[variant]["by_font"] = by_font[variant]
     print(f"load after {os.getloadavg()[0]:.1f}")
     print(json.dumps(report, indent=1))
 

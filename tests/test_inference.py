@@ -550,6 +550,30 @@ def test_the_label_font_bench_scores_an_ensemble_and_each_export_from_the_same_f
                                    rtol=1e-5)
 
 
+def test_the_label_font_bench_reports_each_font_and_the_fonts_add_up_to_the_totals(work):
+    """bench_label_font's by_font: each font's scored glyphs, joint accuracy and words shaped identically, whose
+    glyph-weighted sums are the report's totals (so a per-font table in BENCHMARKS.md is the same measurement)."""
+    abril = fontpkg_file("fontpkg_abril_fatface", "AbrilFatface-Regular.ttf")  # whole: it draws every word
+    fonts = [work["amiri"], abril]
+    proc = subprocess.run([sys.executable, "bench/bench_label_font.py", "--checkpoint", str(work["export"]),
+                           "--words", "30", "--tta-views", "0", "--thresholds", "0.5", *map(str, fonts)],
+                          cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout[proc.stdout.index("\n{") + 1:])
+    for variant in ("script_prior, tta views 0", "model_only, tta views 0"):
+        totals, by_font = report[variant], report[variant]["by_font"]
+        assert sorted(by_font) == sorted(f.name for f in fonts)
+        assert "arabic" not in by_font[abril.name]  # a Latin font has no Arabic glyphs or words
+        for group in ("latin", "arabic"):
+            scored = [f[group] for f in by_font.values() if "glyphs" in f.get(group, {})]
+            assert sum(s["glyphs"] for s in scored) == totals[group]["glyphs"] > 0
+            right = sum(round(s["joint_accuracy"] * s["glyphs"]) for s in scored)
+            assert right == round(totals[group]["joint_accuracy"] * totals[group]["glyphs"])
+        words = totals["words_shaped_identically"]["latin"]  # the Amiri subset lacks most letters: no words
+        assert words["words"] == 30 and "words_shaped_identically" not in by_font[work["amiri"].name]["latin"]
+        assert by_font[abril.name]["latin"]["words_shaped_identically"] == words["share"]
+
+
 def test_an_ensemble_of_exports_with_other_labels_or_renders_is_refused_in_one_line(work, tmp_path, capsys):
     other_labels, other_fit = tmp_path / "labels", tmp_path / "fit"
     for copy in (other_labels, other_fit):
