@@ -135,6 +135,15 @@ def score_font(predicted, truth_by_gid: dict, known: set, thresholds: list[float
     write_repaired_font(predicted.font, repaired, runs[repair_confidence].assignment())
 
 
+def add_font(font_tally: dict, tally: dict) -> dict:
+    """Add one font's counts to the variant's tally; return its by_font entry: group -> glyphs, joint accuracy."""
+    for key, c in font_tally.items():
+        for name, count in c.items():
+            tally[key][name] += count
+    return {key: {"glyphs": c["glyphs"], "joint_accuracy": round(c["joint_right"] / c["glyphs"], 4)}
+            for key, c in font_tally.items() if c["glyphs"]}
+
+
 def predictions(stripped: Path, predictor, members: list, views: int, steps: int, each: bool) -> dict:
     """source ('' for the export or ensemble, `export K` for a member alone with --each) -> (with the script
     prior, model only): predicted once per setting (the rest is assignment) and adapted on its own labels, as
@@ -219,12 +228,7 @@ def main() -> None:
                             font_tally = defaultdict(lambda: defaultdict(int))
                             score_font(predicted, truth_by_gid, known, thresholds, args.repair_confidence, cost,
                                        font_tally, repaired)
-                            scores = by_font[variant][font.name] = {
-                                key: {"glyphs": c["glyphs"], "joint_accuracy": round(c["joint_right"] / c["glyphs"], 4)}
-                                for key, c in font_tally.items() if c["glyphs"]}
-                            for key, c in font_tally.items():
-                                for name, count in c.items():
-                                    tally[variant][key][name] += count
+                            scores = by_font[variant][font.name] = add_font(font_tally, tally[variant])
                             after = Shaper(sfnt_data(repaired))
                             for script, shaped in originals.items():
                                 identical = sum(outline_sequence(after, word) == seq for word, seq in shaped)
