@@ -16,8 +16,8 @@ the model knows:
   among the words whose every letter the font maps; and its ceiling, the share the original itself shapes
   identically with its ligatures and contextual features off (what a cmap + positional-forms repair can reach
   at best: Reem Kufi, Aref Ruqaa and Noto Nastaliq shape nearly every word contextually);
-- by font (`by_font`): each font's joint accuracy per group and its share of words shaped identically, so
-  that where the errors are is measured, not guessed.
+- by font (`by_font`): each font's joint accuracy per group, its errors (`TRUE->ASSIGNED` labels) and its
+  share of words shaped identically, so that where the errors are is measured, not guessed.
 All of it from the same predictions, side by side: `script_prior` (label-font's default: probabilities
 reweighted by the scripts the font draws, inference/font_prior.py) and `model_only` (--no-script-prior), each
 at every --duplicate-costs value (label-font's DUPLICATE_COST unmarked; `inf`: one glyph per label), every
@@ -111,10 +111,12 @@ def outline_sequence(shaper: Shaper, text: str, features: dict | None = None) ->
 
 
 def score_font(predicted, truth_by_gid: dict, known: set, thresholds: list[float], repair_confidence: float,
-               duplicate_cost: float, tally: dict, repaired: Path) -> None:
-    """Count one font's right and wrong labels into tally[group] and write its repaired copy to `repaired`."""
+               duplicate_cost: float, tally: dict, repaired: Path) -> dict[str, list[str]]:
+    """Count one font's right and wrong labels into tally[group] and write its repaired copy to `repaired`;
+    return the joint assignment's errors, group -> ['TRUE->ASSIGNED', ...]."""
     runs = {t: assign_font(predicted, t, duplicate_cost)
             for t in [0.0, *thresholds, repair_confidence, DEFAULT_MIN_CONFIDENCE]}
+    errors = defaultdict(list)
     for t, result in runs.items():
         taken = {g.label for g in result.glyphs}
         for g in result.glyphs:
@@ -126,6 +128,8 @@ def score_font(predicted, truth_by_gid: dict, known: set, thresholds: list[float
                 c["glyphs"] += 1
                 c["argmax_right"] += g.argmax == truth
                 c["joint_right"] += g.label == truth
+                if g.label != truth:
+                    errors[group(truth)].append(f"{truth}->{g.label}")
             if t in thresholds:
                 c[f"labelled@{t}"] += g.label != UNKNOWN
                 c[f"right@{t}"] += g.label == truth
@@ -133,14 +137,17 @@ def score_font(predicted, truth_by_gid: dict, known: set, thresholds: list[float
                 # what the CSV leaves unknown although the argmax was right: why
                 c["lost_to_another_glyph" if truth in taken else "lost_below_confidence"] += 1
     write_repaired_font(predicted.font, repaired, runs[repair_confidence].assignment())
+    return errors
 
 
-def add_font(font_tally: dict, tally: dict) -> dict:
-    """Add one font's counts to the variant's tally; return its by_font entry: group -> glyphs, joint accuracy."""
+def add_font(font_tally: dict, tally: dict, errors: dict[str, list[str]]) -> dict:
+    """Add one font's counts to the variant's tally; return its by_font entry: group -> glyphs, joint accuracy
+    and the joint assignment's errors (true label -> assigned)."""
     for key, c in font_tally.items():
         for name, count in c.items():
             tally[key][name] += count
-    return {key: {"glyphs": c["glyphs"], "joint_accuracy": round(c["joint_right"] / c["glyphs"], 4)}
+    return {key: {"glyphs": c["glyphs"], "joint_accuracy": round(c["joint_right"] / c["glyphs"], 4),
+                  "errors": errors[key]}
             for key, c in font_tally.items() if c["glyphs"]}
 
 
@@ -226,9 +233,9 @@ def main() -> None:
                             variant = variant_name(source, prior, cost, views, steps)
                             repaired = Path(tmp) / f"repaired{font.suffix}"
                             font_tally = defaultdict(lambda: defaultdict(int))
-                            score_font(predicted, truth_by_gid, known, thresholds, args.repair_confidence, cost,
-                                       font_tally, repaired)
-                            scores = by_font[variant][font.name] = add_font(font_tally, tally[variant])
+                            errors = score_font(predicted, truth_by_gid, known, thresholds,
+                                                args.repair_confidence, cost, font_tally, repaired)
+                            scores = by_font[variant][font.name] = add_font(font_tally, tally[variant], errors)
                             after = Shaper(sfnt_data(repaired))
                             for script, shaped in originals.items():
                                 identical = sum(outline_sequence(after, word) == seq for word, seq in shaped)

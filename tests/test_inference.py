@@ -569,6 +569,9 @@ def test_the_label_font_bench_reports_each_font_and_the_fonts_add_up_to_the_tota
             assert sum(s["glyphs"] for s in scored) == totals[group]["glyphs"] > 0
             right = sum(round(s["joint_accuracy"] * s["glyphs"]) for s in scored)
             assert right == round(totals[group]["joint_accuracy"] * totals[group]["glyphs"])
+            for s in scored:  # each wrong glyph listed as TRUE->ASSIGNED
+                assert len(s["errors"]) == s["glyphs"] - round(s["joint_accuracy"] * s["glyphs"])
+                assert all(truth != assigned for truth, assigned in (e.split("->") for e in s["errors"]))
         words = totals["words_shaped_identically"]["latin"]  # the Amiri subset lacks most letters: no words
         assert words["words"] == 30 and "words_shaped_identically" not in by_font[work["amiri"].name]["latin"]
         assert by_font[abril.name]["latin"]["words_shaped_identically"] == words["share"]
