@@ -111,12 +111,12 @@ def outline_sequence(shaper: Shaper, text: str, features: dict | None = None) ->
 
 
 def score_font(predicted, truth_by_gid: dict, known: set, thresholds: list[float], repair_confidence: float,
-               duplicate_cost: float, tally: dict, repaired: Path) -> dict[str, list[str]]:
-    """Count one font's right and wrong labels into tally[group] and write its repaired copy to `repaired`;
-    return the joint assignment's errors, group -> ['TRUE->ASSIGNED', ...]."""
+               duplicate_cost: float, repaired: Path) -> tuple[dict, dict[str, list[str]]]:
+    """One font's right and wrong labels, group -> counter, and the joint assignment's errors, group ->
+    ['TRUE->ASSIGNED', ...]; its repaired copy is written to `repaired`."""
     runs = {t: assign_font(predicted, t, duplicate_cost)
             for t in [0.0, *thresholds, repair_confidence, DEFAULT_MIN_CONFIDENCE]}
-    errors = defaultdict(list)
+    tally, errors = defaultdict(lambda: defaultdict(int)), defaultdict(list)
     for t, result in runs.items():
         taken = {g.label for g in result.glyphs}
         for g in result.glyphs:
@@ -137,7 +137,7 @@ def score_font(predicted, truth_by_gid: dict, known: set, thresholds: list[float
                 # what the CSV leaves unknown although the argmax was right: why
                 c["lost_to_another_glyph" if truth in taken else "lost_below_confidence"] += 1
     write_repaired_font(predicted.font, repaired, runs[repair_confidence].assignment())
-    return errors
+    return tally, errors
 
 
 def add_font(font_tally: dict, tally: dict, errors: dict[str, list[str]]) -> dict:
@@ -210,7 +210,7 @@ def main() -> None:
         known &= set(parse_label_list(args.score_labels))
     tally = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))  # variant -> group -> counter
     shaping = defaultdict(lambda: defaultdict(lambda: [0, 0]))  # variant -> script -> [identical, words]
-    by_font = defaultdict(dict)  # variant -> font file name -> group -> glyphs, joint accuracy, words' share
+    by_font = defaultdict(dict)  # variant -> font file name -> group -> glyphs, joint accuracy, errors, words
     ceiling = defaultdict(int)  # script -> words the original shapes identically without NOT_REPAIRED
     t0 = time.perf_counter()
     print(f"load {os.getloadavg()[0]:.1f}; "
@@ -232,9 +232,8 @@ def main() -> None:
                         for cost in duplicate_costs:
                             variant = variant_name(source, prior, cost, views, steps)
                             repaired = Path(tmp) / f"repaired{font.suffix}"
-                            font_tally = defaultdict(lambda: defaultdict(int))
-                            errors = score_font(predicted, truth_by_gid, known, thresholds,
-                                                args.repair_confidence, cost, font_tally, repaired)
+                            font_tally, errors = score_font(predicted, truth_by_gid, known, thresholds,
+                                                            args.repair_confidence, cost, repaired)
                             scores = by_font[variant][font.name] = add_font(font_tally, tally[variant], errors)
                             after = Shaper(sfnt_data(repaired))
                             for script, shaped in originals.items():
