@@ -110,24 +110,25 @@ def face_glyphs(face: FontFace, with_labels: bool = True) -> tuple[list[GlyphRec
 
 
 def known_labels(shaper: Shaper) -> dict[int, str]:
-    """glyph id -> label the font itself gives it: cmap glyphs are `{cp}_isol`, and a joining letter's
-    positional forms are the single glyphs HarfBuzz shapes it to in a ZWJ context (when they differ from
-    the isolated glyph), and a digit's figure variants are `{cp}_{feature}` (build-db's rows). The lowest code
-    point wins when several map to one glyph."""
+    """glyph id -> label the font itself gives it, for the glyphs that draw something: cmap glyphs are
+    `{cp}_isol`, and so is the one glyph a joining letter shaped alone becomes when that is another (an isol
+    substitution: Noto Nastaliq Urdu's cmap glyphs draw nothing, its isol feature gives the letter; build-db
+    draws that glyph too); a joining letter's other positional forms are the single glyphs HarfBuzz shapes it
+    to in a ZWJ context (when they differ from the cmap glyph), and a digit's figure variants are
+    `{cp}_{feature}` (build-db's rows). The lowest code point wins when several map to one glyph."""
     out: dict[int, str] = {}
     for cp, gid in sorted(shaper.cmap().items()):
         if not is_listed(cp) or gid == 0:
             continue
         out.setdefault(gid, make_label(cp, "isol"))
-        for form in forms_for(cp):
-            if form == "isol":
-                continue
+        forms = forms_for(cp)
+        for form in forms if len(forms) > 1 else ():
             shaped = shaped_form_glyph(shaper, cp, form)
             if shaped is not None and shaped != gid:
                 out.setdefault(shaped, make_label(cp, form))
         for feature, variant in shaper.figure_variants(cp):
             out.setdefault(variant, make_label(cp, feature))
-    return out
+    return {gid: label for gid, label in out.items() if shaper.glyph_outline(gid)}
 
 
 def shaped_form_glyph(shaper: Shaper, cp: int, form: str) -> int | None:
