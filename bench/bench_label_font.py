@@ -2,10 +2,10 @@
 
 For each font (use families the export never trained on): the truth is what the original font says, its cmap
 (`{cp}_isol`) and the glyphs HarfBuzz shapes each joining letter to alone and in init/medi/fina contexts
-(inference.sources.known_labels), among the glyphs that draw something. The font is then stripped of cmap and GSUB and every glyph renamed
-glyphNNNNN (tests/fontfactory.strip_font), and labelled from outlines alone. Reported, Latin (letters and
-digits), Arabic and the digits' figure variants (numerators ...) separately, over glyphs whose true label
-the model knows:
+(inference.sources.known_labels), among the glyphs that draw something. The font is then stripped of cmap and GSUB
+and every glyph renamed glyphNNNNN (tests/fontfactory.strip_font), and labelled from outlines alone. Reported,
+Latin (letters and digits), Arabic and the digits' figure variants (numerators ...) separately, over glyphs whose
+true label the model knows:
 - accuracy of the independent argmax and of the joint assignment (min confidence 0), and the joint one with
   top1_equiv's rule (`joint_equiv_accuracy`): a label also counts when the original font draws it with this
   glyph's very outline (Bangers' lowercase a is its A), which no labeller reading outlines can tell apart;
