@@ -20,8 +20,9 @@ true label the model knows:
   at best: Reem Kufi, Aref Ruqaa and Noto Nastaliq shape nearly every word contextually);
 - by font (`by_font`): each font's joint accuracy per group, its errors (`TRUE->ASSIGNED` labels) and its
   share of words shaped identically, so that where the errors are is measured, not guessed.
-All of it from the same predictions, side by side: `script_prior` (label-font's default: probabilities
-reweighted by the scripts the font draws, inference/font_prior.py) and `model_only` (--no-script-prior), each
+All of it from the same predictions, side by side: `script_and_join_prior` (label-font's default: probabilities
+reweighted by the scripts the font draws, inference/font_prior.py, and the Arabic positional forms by how the
+glyphs join, inference/join_prior.py), `script_prior` (--no-join-prior) and `model_only` (neither), each
 at every --duplicate-costs value (label-font's DUPLICATE_COST unmarked; `inf`: one glyph per label), every
 --tta-views value (label-font's default unmarked; 0: the image alone) and every --adapt-steps value (label-font's
 default unmarked; 0: the export's model as it is). Several --checkpoint exports are scored as label-font's
@@ -168,20 +169,28 @@ def add_font(font_tally: dict, tally: dict, errors: dict[str, list[str]]) -> dic
             for key, c in font_tally.items() if c["glyphs"]}
 
 
+PRIORS = {"script_and_join_prior": (True, True), "script_prior": (True, False), "model_only": (False, False)}
+
+
 def predictions(stripped: Path, predictor, members: list, views: int, steps: int, each: bool) -> dict:
-    """source ('' for the export or ensemble, `export K` for a member alone with --each) -> (with the script
-    prior, model only): predicted once per setting (the rest is assignment) and adapted on its own labels, as
-    label-font does. Unadapted, the ensemble's probabilities are its members' mean, so --each costs nothing."""
+    """source ('' for the export or ensemble, `export K` for a member alone with --each) -> PRIORS name ->
+    predictions: predicted once per setting (the rest is assignment) and adapted on its own labels, as label-font
+    does. Unadapted, the ensemble's probabilities are its members' mean, so --each costs nothing."""
     each = each and len(members) > 1
     if steps:  # each adapted on its own labels: no predictions to share
         scored = [("", predictor)] + ([(f"export {k}", m) for k, m in enumerate(members, 1)] if each else [])
-        return {name: (predict_font(stripped, p, True, views, steps), predict_font(stripped, p, False, views, steps))
-                for name, p in scored}
-    alone = [predict_font(stripped, m, False, views) for m in members]
+        return {name: {prior: predict_font(stripped, p, script, views, steps, join)
+                       for prior, (script, join) in PRIORS.items()} for name, p in scored}
+    alone = [predict_font(stripped, m, False, views, join_prior=False) for m in members]
     model_only = {"": dataclasses.replace(alone[0], probs=sum(a.probs for a in alone) / len(alone))}
     if each:
         model_only |= {f"export {k}": a for k, a in enumerate(alone, 1)}
-    return {name: (pred.with_script_prior(), pred) for name, pred in model_only.items()}
+    out = {}
+    for name, pred in model_only.items():
+        script = pred.with_script_prior()
+        made = {(True, True): script.with_join_prior(), (True, False): script, (False, False): pred}
+        out[name] = {prior: made[switches] for prior, switches in PRIORS.items()}
+    return out
 
 
 def variant_name(source: str, prior: str, cost: float, views: int, steps: int) -> str:
@@ -245,8 +254,8 @@ def main() -> None:
             for script, shaped in originals.items():
                 ceiling[script] += sum(outline_sequence(before, word, NOT_REPAIRED) == seq for word, seq in shaped)
             for views, steps in itertools.product(tta_views, adapt_steps):
-                for source, pair in predictions(stripped, predictor, members, views, steps, args.each).items():
-                    for prior, predicted in zip(("script_prior", "model_only"), pair):
+                for source, priors in predictions(stripped, predictor, members, views, steps, args.each).items():
+                    for prior, predicted in priors.items():
                         for cost in duplicate_costs:
                             variant = variant_name(source, prior, cost, views, steps)
                             repaired = Path(tmp) / f"repaired{font.suffix}"

@@ -336,6 +336,26 @@ def test_label_font_reports_the_fonts_scripts_and_no_script_prior_keeps_the_mode
     assert (tmp_path / "b.csv").read_text() == (tmp_path / "expected.csv").read_text()
 
 
+def test_label_font_no_join_prior_keeps_the_forms_as_the_script_prior_left_them(work, tmp_path):
+    """The join prior moves probability between an Arabic letter's positional forms only: the Amiri subset's
+    glyphs keep their total on the forms and on every other label, and --no-join-prior gives predict_font's
+    labels without it."""
+    from glyph_train.inference.join_prior import label_forms
+    from glyph_train.inference.label_font import assign_font, predict_font, write_csv
+    from glyph_train.inference.predictor import Predictor
+
+    predictor = Predictor(work["export"])
+    joined, plain = (predict_font(work["stripped"], predictor, join_prior=j) for j in (True, False))
+    forms = label_forms(plain.label_names) >= 0
+    assert forms.any() and not np.allclose(joined.probs[:, forms], plain.probs[:, forms])
+    np.testing.assert_allclose(joined.probs[:, ~forms], plain.probs[:, ~forms], rtol=1e-9)
+    np.testing.assert_allclose(joined.probs[:, forms].sum(axis=1), plain.probs[:, forms].sum(axis=1), rtol=1e-9)
+    rc, _ = cli("label-font", work["stripped"], "--checkpoint", work["export"], "--out", tmp_path / "a.csv",
+                "--no-join-prior")
+    write_csv(tmp_path / "expected.csv", assign_font(plain).glyphs)
+    assert rc == 0 and (tmp_path / "a.csv").read_text() == (tmp_path / "expected.csv").read_text()
+
+
 def _amiri_images(work, count: int) -> np.ndarray:
     from glyph_train.inference.predictor import Predictor
     from glyph_train.inference.sources import default_face, face_glyphs
@@ -439,7 +459,7 @@ def test_a_font_is_adapted_to_on_its_sure_labels_that_are_its_glyphs_likeliest()
                       [0.96, 0.02, 0.01, 0.01],   # its copy: the lowercase a by the case fold, though likeliest A
                       [0.01, 0.01, 0.60, 0.38],   # B, not sure enough
                       [0.01, 0.01, 0.02, 0.96]])  # C, sure
-    pred = FontPredictions(Path("x.ttf"), "X", "Regular", [], [0, 1, 2, 3], probs, [], names)
+    pred = FontPredictions(Path("x.ttf"), "X", "Regular", [], [0, 1, 2, 3], probs, [], names, np.zeros(4, int))
     rows, columns = confident_labels(pred)
     assert rows.tolist() == [0, 3] and [names[c] for c in columns] == ["65_isol", "67_isol"]
 
@@ -534,7 +554,7 @@ def test_the_label_font_bench_scores_an_ensemble_and_each_export_from_the_same_f
     """bench_label_font --checkpoint A B --each: the ensemble's predictions there, made from its members' own,
     are label-font's, and each member's are its own."""
     sys.path.insert(0, str(REPO / "bench"))
-    from bench_label_font import predictions
+    from bench_label_font import PRIORS, predictions
 
     from glyph_train.inference.label_font import predict_font
     from glyph_train.inference.predictor import load_predictor
@@ -543,11 +563,10 @@ def test_the_label_font_bench_scores_an_ensemble_and_each_export_from_the_same_f
     scored = predictions(work["stripped"], ensemble, ensemble.members, 2, 0, each=True)
     assert list(scored) == ["", "export 1", "export 2"]
     for source, predictor in zip(scored, [ensemble, *ensemble.members]):
-        with_prior, model_only = scored[source]
-        np.testing.assert_allclose(model_only.probs, predict_font(work["stripped"], predictor, False, 2).probs,
-                                   rtol=1e-6)
-        np.testing.assert_allclose(with_prior.probs, predict_font(work["stripped"], predictor, True, 2).probs,
-                                   rtol=1e-5)
+        assert list(scored[source]) == list(PRIORS)
+        for prior, (script, join) in PRIORS.items():
+            expected = predict_font(work["stripped"], predictor, script, 2, join_prior=join).probs
+            np.testing.assert_allclose(scored[source][prior].probs, expected, rtol=1e-5)
 
 
 def test_the_label_font_bench_reports_each_font_and_the_fonts_add_up_to_the_totals(work):
@@ -560,7 +579,7 @@ def test_the_label_font_bench_reports_each_font_and_the_fonts_add_up_to_the_tota
                           cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout[proc.stdout.index("\n{") + 1:])
-    for variant in ("script_prior, tta views 0", "model_only, tta views 0"):
+    for variant in ("script_and_join_prior, tta views 0", "script_prior, tta views 0", "model_only, tta views 0"):
         totals, by_font = report[variant], report[variant]["by_font"]
         assert sorted(by_font) == sorted(f.name for f in fonts)
         assert "arabic" not in by_font[abril.name]  # a Latin font has no Arabic glyphs or words

@@ -8,6 +8,7 @@ and repair a font without a usable cmap (label-font).
     search.py      `glyph-train search`
     label_font.py  `glyph-train label-font`: per-glyph predictions and the joint assignment within a font
     font_prior.py  label-font's script prior: probabilities reweighted by the scripts the font draws
+    join_prior.py  label-font's join prior: Arabic positional forms reweighted by how the font's glyphs join
     font_adaptation.py  label-font --adapt-steps: a copy of the model fine-tuned on the font's sure glyphs
     repair.py      the repaired copy of a font: cmap + Arabic init/medi/fina GSUB from the labels
 """

@@ -27,7 +27,8 @@ COMMON = "COMMON"
 KEEP = -1  # group of labels whose share is not re-estimated
 
 
-def _code_point(label: str) -> int | None:
+def code_point(label: str) -> int | None:
+    """The code point a `{code point}_{form}` label names; None for labels outside that convention."""
     head = label.split("_", 1)[0]
     return int(head) if head.isdigit() and int(head) <= 0x10FFFF else None
 
@@ -43,7 +44,7 @@ def _script(cp: int) -> str | None:
 
 def label_scripts(label_names: list[str], other: int | None) -> tuple[np.ndarray, list[str]]:
     """(group index per label, KEEP for the other class and unparsed labels; the groups' names)."""
-    cps = {j: cp for j, name in enumerate(label_names) if j != other and (cp := _code_point(name)) is not None}
+    cps = {j: cp for j, name in enumerate(label_names) if j != other and (cp := code_point(name)) is not None}
     script = {j: _script(cp) for j, cp in cps.items()}
     named = set(script.values()) - {None}
     names: list[str] = []
