@@ -102,7 +102,7 @@ ENSEMBLE_CHECKPOINT_FLAG = CHECKPOINT_FLAG.variant(
          "probabilities are their mean (an ensemble: each export's forward passes, on the same copies)")
 SCRIPT_PRIOR_FLAG = Flag("--script-prior", "reweight the model's probabilities by each script's share of the font's "
                          "glyphs, estimated by EM over the whole font (inference/font_prior.py)", True)
-# Arabic joint accuracy 88.9 % -> 91.1 % on the held-out fonts, Latin unchanged (BENCHMARKS.md §14v)
+# Arabic joint accuracy 88.9 % -> 90.9 % on the held-out fonts (two exports), Latin unchanged (BENCHMARKS.md §14v)
 JOIN_PRIOR_FLAG = Flag("--join-prior", "reweight Arabic positional forms by how the font's glyphs join: whether a "
                        "glyph's ink reaches x = 0 and its advance, each form's share of such glyphs estimated by EM "
                        "(inference/join_prior.py)", True)
