@@ -20,9 +20,11 @@ true label the model knows:
   at best: Reem Kufi, Aref Ruqaa and Noto Nastaliq shape nearly every word contextually);
 - by font (`by_font`): each font's joint accuracy per group, its errors (`TRUE->ASSIGNED` labels) and its
   share of words shaped identically, so that where the errors are is measured, not guessed.
-All of it from the same predictions, side by side: `script_and_join_prior` (label-font's default: probabilities
-reweighted by the scripts the font draws, inference/font_prior.py, and the Arabic positional forms by how the
-glyphs join, inference/join_prior.py), `script_prior` (--no-join-prior) and `model_only` (neither), each
+All of it from the same predictions, side by side: `all_priors` (label-font's default: probabilities
+reweighted by the scripts the font draws, inference/font_prior.py, the Arabic positional forms by how the
+glyphs join, inference/join_prior.py, and look-alikes such as O and 0 by how their glyphs compare in size,
+inference/look_alike_prior.py), `script_and_join_prior` (--no-look-alike-prior), `script_prior` (and
+--no-join-prior) and `model_only` (none), each
 at every --duplicate-costs value (label-font's DUPLICATE_COST unmarked; `inf`: one glyph per label), every
 --tta-views value (label-font's default unmarked; 0: the image alone) and every --adapt-steps value (label-font's
 default unmarked; 0: the export's model as it is). Several --checkpoint exports are scored as label-font's
@@ -169,7 +171,9 @@ def add_font(font_tally: dict, tally: dict, errors: dict[str, list[str]]) -> dic
             for key, c in font_tally.items() if c["glyphs"]}
 
 
-PRIORS = {"script_and_join_prior": (True, True), "script_prior": (True, False), "model_only": (False, False)}
+# name -> (script prior, join prior, look-alike prior): label-font's switches
+PRIORS = {"all_priors": (True, True, True), "script_and_join_prior": (True, True, False),
+          "script_prior": (True, False, False), "model_only": (False, False, False)}
 
 
 def predictions(stripped: Path, predictor, members: list, views: int, steps: int, each: bool) -> dict:
@@ -179,16 +183,18 @@ def predictions(stripped: Path, predictor, members: list, views: int, steps: int
     each = each and len(members) > 1
     if steps:  # each adapted on its own labels: no predictions to share
         scored = [("", predictor)] + ([(f"export {k}", m) for k, m in enumerate(members, 1)] if each else [])
-        return {name: {prior: predict_font(stripped, p, script, views, steps, join)
-                       for prior, (script, join) in PRIORS.items()} for name, p in scored}
-    alone = [predict_font(stripped, m, False, views, join_prior=False) for m in members]
+        return {name: {prior: predict_font(stripped, p, script, views, steps, join, look_alike)
+                       for prior, (script, join, look_alike) in PRIORS.items()} for name, p in scored}
+    alone = [predict_font(stripped, m, False, views, join_prior=False, look_alike_prior=False) for m in members]
     model_only = {"": dataclasses.replace(alone[0], probs=sum(a.probs for a in alone) / len(alone))}
     if each:
         model_only |= {f"export {k}": a for k, a in enumerate(alone, 1)}
     out = {}
     for name, pred in model_only.items():
         script = pred.with_script_prior()
-        made = {(True, True): script.with_join_prior(), (True, False): script, (False, False): pred}
+        joined = script.with_join_prior()
+        made = {(True, True, True): joined.with_look_alike_prior(), (True, True, False): joined,
+                (True, False, False): script, (False, False, False): pred}
         out[name] = {prior: made[switches] for prior, switches in PRIORS.items()}
     return out
 

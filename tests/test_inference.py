@@ -356,6 +356,29 @@ def test_label_font_no_join_prior_keeps_the_forms_as_the_script_prior_left_them(
     assert rc == 0 and (tmp_path / "a.csv").read_text() == (tmp_path / "expected.csv").read_text()
 
 
+def test_label_font_no_look_alike_prior_keeps_the_look_alikes_as_the_join_prior_left_them(work, tmp_path):
+    """The look-alike prior moves probability within each set of look-alikes only (the Amiri subset's Latin O 0
+    o, I l 1 ...): every glyph keeps its total on each set and on every other label, and --no-look-alike-prior
+    gives predict_font's labels without it."""
+    from glyph_train.inference.label_font import assign_font, predict_font, write_csv
+    from glyph_train.inference.look_alike_prior import LOOK_ALIKES
+    from glyph_train.inference.predictor import Predictor
+
+    predictor = Predictor(work["export"])
+    compared, plain = (predict_font(work["stripped"], predictor, look_alike_prior=c) for c in (True, False))
+    names = np.array(plain.label_names)
+    in_sets = np.isin(names, [a for labels in LOOK_ALIKES for a in labels])
+    assert in_sets.sum() > 10 and not np.allclose(compared.probs[:, in_sets], plain.probs[:, in_sets])
+    np.testing.assert_allclose(compared.probs[:, ~in_sets], plain.probs[:, ~in_sets], rtol=1e-9)
+    for labels in LOOK_ALIKES:
+        cols = np.isin(names, labels)
+        np.testing.assert_allclose(compared.probs[:, cols].sum(axis=1), plain.probs[:, cols].sum(axis=1), rtol=1e-9)
+    rc, _ = cli("label-font", work["stripped"], "--checkpoint", work["export"], "--out", tmp_path / "a.csv",
+                "--no-look-alike-prior")
+    write_csv(tmp_path / "expected.csv", assign_font(plain).glyphs)
+    assert rc == 0 and (tmp_path / "a.csv").read_text() == (tmp_path / "expected.csv").read_text()
+
+
 def _amiri_images(work, count: int) -> np.ndarray:
     from glyph_train.inference.predictor import Predictor
     from glyph_train.inference.sources import default_face, face_glyphs
@@ -564,8 +587,9 @@ def test_the_label_font_bench_scores_an_ensemble_and_each_export_from_the_same_f
     assert list(scored) == ["", "export 1", "export 2"]
     for source, predictor in zip(scored, [ensemble, *ensemble.members]):
         assert list(scored[source]) == list(PRIORS)
-        for prior, (script, join) in PRIORS.items():
-            expected = predict_font(work["stripped"], predictor, script, 2, join_prior=join).probs
+        for prior, (script, join, look_alike) in PRIORS.items():
+            expected = predict_font(work["stripped"], predictor, script, 2, join_prior=join,
+                                    look_alike_prior=look_alike).probs
             np.testing.assert_allclose(scored[source][prior].probs, expected, rtol=1e-5)
 
 
@@ -579,7 +603,8 @@ def test_the_label_font_bench_reports_each_font_and_the_fonts_add_up_to_the_tota
                           cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout[proc.stdout.index("\n{") + 1:])
-    for variant in ("script_and_join_prior, tta views 0", "script_prior, tta views 0", "model_only, tta views 0"):
+    for variant in (f"{prior}, tta views 0" for prior in ("all_priors", "script_and_join_prior", "script_prior",
+                                                          "model_only")):
         totals, by_font = report[variant], report[variant]["by_font"]
         assert sorted(by_font) == sorted(f.name for f in fonts)
         assert "arabic" not in by_font[abril.name]  # a Latin font has no Arabic glyphs or words

@@ -22,7 +22,7 @@ from fontTools.pens.t2CharStringPen import T2CharStringPen
 from fontTools.ttLib import TTFont
 from scipy import ndimage
 
-from glyph_train.cache.raster import RENDERER_VERSION, RenderParams, parse_contours, render
+from glyph_train.cache.raster import RENDERER_VERSION, RenderParams, ink_bounds, parse_contours, render
 from glyph_train.corpus.font_rows import EmBox, em_box_from_metrics
 from tests.dbfactory import pen_to_contours
 
@@ -473,3 +473,12 @@ def test_a_zero_descent_is_a_real_metric_not_a_missing_one() -> None:
     assert em_box_from_metrics(1000, 1000, 0) == EmBox(1000.0, 1000.0, 0.0)
     assert em_box_from_metrics("2048", "1900", "-500") == EmBox(2048.0, 1900.0, -500.0)  # TEXT columns
     assert em_box_from_metrics(None, None, None) == EmBox(1000.0, 800.0, -200.0)
+
+
+def test_ink_bounds_are_the_curves_extent_not_their_control_points() -> None:
+    """ink_bounds (the look-alike prior's ink box): a quadratic bulge reaches half way to its control point."""
+    bulge = [[["moveTo", [0, 0]], ["lineTo", [100, 0]], ["qCurveTo", [[50, 200], [0, 0]]], ["closePath", None]]]
+    assert ink_bounds(json.dumps(bulge)) == pytest.approx((0, 0, 100, 100))
+    assert ink_bounds(bulge) == pytest.approx((0, 0, 100, 100))
+    with pytest.raises(ValueError, match="empty"):
+        ink_bounds("[]")

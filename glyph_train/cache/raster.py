@@ -298,3 +298,10 @@ def render(contours: str | bytes | Sequence, params: RenderParams, em: EmBox | N
             c.canvas.drawPath(placed, c.paint)
         channels.append(c.pixels.copy())
     return channels[0] if len(channels) == 1 else np.stack(channels)
+
+
+def ink_bounds(contours: str | bytes | Sequence) -> tuple[float, float, float, float]:
+    """(x min, y min, x max, y max) of the outline's ink, font units, y up; ValueError if it is unusable."""
+    parsed = parse_contours(contours) if isinstance(contours, (str, bytes, bytearray)) else _validate(contours)
+    box = _build_path(parsed).computeTightBounds()  # the path keeps font units: skia's top is the lowest y
+    return box.left(), box.top(), box.right(), box.bottom()

@@ -9,9 +9,12 @@ over the glyph's image and --tta-views augmented copies (predictor.py) and, give
 draws: each script's share of the font is estimated by EM over all its glyphs (inference/font_prior.py;
 --no-script-prior keeps the model's own), and the Arabic positional forms by how each glyph joins: whether its
 ink reaches x = 0 and its advance, the forms' shares in each such class estimated by EM (inference/join_prior.py;
---no-join-prior leaves them). With --adapt-steps N (off by default), a copy of the model is
-fine-tuned for N steps on the glyphs it is sure of, with their labels, and its probabilities are averaged with
-the model's (font_adaptation.py): the font's own style, learnt from its easy glyphs, helps read the hard ones.
+--no-join-prior leaves them), and look-alikes (O 0 o, I l 1 |, a capital and its lowercase drawn as a smaller one)
+by how their glyphs' ink boxes compare, as they do in the training fonts: O wider than 0, l taller than I
+(inference/look_alike_prior.py; --no-look-alike-prior leaves them). With --adapt-steps N (off by default), a
+copy of the model is fine-tuned for N steps on the glyphs it is sure of, with their labels, and its
+probabilities are averaged with the model's (font_adaptation.py): the font's own style, learnt from its easy
+glyphs, helps read the hard ones.
 Then the labels are chosen jointly for the whole font, since a font seldom draws one character twice: an optimal
 assignment (scipy's sparse LAPJVsp over each glyph's top labels) maximising the summed log-probability, where
 the k-th glyph given a label pays (k - 1) * DUPLICATE_COST more.
@@ -103,6 +106,9 @@ ENSEMBLE_CHECKPOINT_FLAG = CHECKPOINT_FLAG.variant(
 SCRIPT_PRIOR_FLAG = Flag("--script-prior", "reweight the model's probabilities by each script's share of the font's "
                          "glyphs, estimated by EM over the whole font (inference/font_prior.py)", True)
 # Arabic joint accuracy 88.9 % -> 90.9 % on the held-out fonts (two exports), Latin unchanged (BENCHMARKS.md §14v)
+LOOK_ALIKE_PRIOR_FLAG = Flag("--look-alike-prior", "reweight look-alikes (O 0 o, I l 1 |, C c, S s ...) by how their "
+                             "glyphs' ink boxes compare within the font, as the training fonts' do "
+                             "(inference/look_alike_prior.py)", True)
 JOIN_PRIOR_FLAG = Flag("--join-prior", "reweight Arabic positional forms by how the font's glyphs join: whether a "
                        "glyph's ink reaches x = 0 and its advance, each form's share of such glyphs estimated by EM "
                        "(inference/join_prior.py)", True)
@@ -119,6 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     FONT_MIN_CONFIDENCE_FLAG.add(parser, unset=True)
     SCRIPT_PRIOR_FLAG.add(parser)
     JOIN_PRIOR_FLAG.add(parser)
+    LOOK_ALIKE_PRIOR_FLAG.add(parser)
     TTA_VIEWS_FLAG.add(parser)
     ADAPT_STEPS_FLAG.add(parser)
     BF16_FLAG.add(parser)
@@ -174,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
     from glyph_train.inference.predictor import load_predictor
 
     predictor = load_predictor(args.checkpoint, batch_size=args.batch_size, bf16=args.bf16)
-    predicted = predict_font(font, predictor, args.script_prior, args.tta_views, args.adapt_steps, args.join_prior)
+    predicted = predict_font(font, predictor, args.script_prior, args.tta_views, args.adapt_steps, args.join_prior,
+                             args.look_alike_prior)
     result = assign_font(predicted, args.min_confidence)
     write_csv(args.out, result.glyphs)
     labelled = sum(g.label != UNKNOWN for g in result.glyphs)
@@ -258,6 +266,17 @@ class FontPredictions:
         return dataclasses.replace(self, probs=adapt_to_joins(self.probs, label_forms(self.label_names),
                                                               self.join_classes))
 
+    def with_look_alike_prior(self) -> FontPredictions:
+        """These predictions with look-alikes reweighted by how their glyphs compare in size (look_alike_prior.py)."""
+        from glyph_train.inference.look_alike_prior import adapt_to_look_alikes, comparison_table, ink_box
+
+        def box(row: int) -> np.ndarray:
+            record = self.records[self.rows[row]]
+            return ink_box(record.contours, record.em.upem)
+
+        return dataclasses.replace(self, probs=adapt_to_look_alikes(self.probs, self.label_names, box,
+                                                                    comparison_table()))
+
 
 def top_labels(label_names: list[str], probs: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
     """Each row's k likeliest labels with their probabilities, best first."""
@@ -267,9 +286,11 @@ def top_labels(label_names: list[str], probs: np.ndarray, k: int = 5) -> list[li
 
 
 def predict_font(font: Path, predictor, script_prior: bool = True, views: int = TTA_VIEWS_FLAG.default,
-                 adapt_steps: int = ADAPT_STEPS_FLAG.default, join_prior: bool = True) -> FontPredictions:
+                 adapt_steps: int = ADAPT_STEPS_FLAG.default, join_prior: bool = True,
+                 look_alike_prior: bool = True) -> FontPredictions:
     """Render and predict every glyph of the font's default face (reweighted by its scripts: --script-prior,
-    and its Arabic forms by how its glyphs join: --join-prior;
+    its Arabic forms by how its glyphs join: --join-prior, and its look-alikes by how they compare:
+    --look-alike-prior;
     averaged over `views` augmented copies of each glyph: --tta-views); with `adapt_steps`, averaged with the
     probabilities of a copy of the model fine-tuned on the font's confident glyphs (--adapt-steps,
     font_adaptation.py)."""
@@ -289,7 +310,8 @@ def predict_font(font: Path, predictor, script_prior: bool = True, views: int = 
         pred = FontPredictions(font, face.family_name, face.style_name, records, list(rendered.keys), probs,
                                [(gid_of[n], n) for n in empty], list(predictor.label_names), joins)
         pred = pred.with_script_prior() if script_prior else pred
-        return pred.with_join_prior() if join_prior else pred
+        pred = pred.with_join_prior() if join_prior else pred
+        return pred.with_look_alike_prior() if look_alike_prior else pred
 
     if not rendered.keys:
         return predicted(np.zeros((0, len(predictor.label_names))))
