@@ -360,9 +360,11 @@ def assign_font(pred: FontPredictions, min_confidence: float = DEFAULT_MIN_CONFI
 
 def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
                script_prior: bool = True, views: int = TTA_VIEWS_FLAG.default,
-               adapt_steps: int = ADAPT_STEPS_FLAG.default, join_prior: bool = True) -> FontLabels:
+               adapt_steps: int = ADAPT_STEPS_FLAG.default, join_prior: bool = True,
+               look_alike_prior: bool = True) -> FontLabels:
     """Predict every glyph of the font's default face and assign labels jointly."""
-    return assign_font(predict_font(font, predictor, script_prior, views, adapt_steps, join_prior), min_confidence)
+    return assign_font(predict_font(font, predictor, script_prior, views, adapt_steps, join_prior, look_alike_prior),
+                       min_confidence)
 
 
 def case_pairs(label_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
