@@ -18,8 +18,12 @@ true label the model knows:
   among the words whose every letter the font maps; and its ceiling, the share the original itself shapes
   identically with its ligatures and contextual features off (what a cmap + positional-forms repair can reach
   at best: Reem Kufi, Aref Ruqaa and Noto Nastaliq shape nearly every word contextually);
-- by font (`by_font`): each font's joint accuracy per group, its errors (`TRUE->ASSIGNED` labels) and its
-  share of words shaped identically, so that where the errors are is measured, not guessed.
+- the repaired font's cmap (`repaired_cmap`), every character and not only the words' letters: of the code
+  points the original maps to a drawn glyph whose label the export knows, how many the repaired font maps, and
+  to a glyph of the very same outline and advance (precision: of those it maps; recall: of all);
+- by font (`by_font`): each font's joint accuracy per group, its errors (`TRUE->ASSIGNED` labels), its share
+  of words shaped identically and of its repaired cmap's code points mapped to the same outline, so that where
+  the errors are is measured, not guessed.
 All of it from the same predictions, side by side: `all_priors` (label-font's default: probabilities
 reweighted by the scripts the font draws, inference/font_prior.py, the Arabic positional forms by how the
 glyphs join, inference/join_prior.py, and look-alikes such as O and 0 by how their glyphs compare in size,
@@ -61,7 +65,7 @@ from fontfactory import strip_font  # noqa: E402
 from glyph_train.corpus.db import parse_label_list  # noqa: E402
 from glyph_train.corpus.fonts import sfnt_data  # noqa: E402
 from glyph_train.corpus.shaping import Shaper  # noqa: E402
-from glyph_train.corpus.unicode_data import FIGURE_FEATURES, char_class  # noqa: E402
+from glyph_train.corpus.unicode_data import FIGURE_FEATURES, char_class, label as make_label  # noqa: E402
 from glyph_train.inference.font_adaptation import ADAPT_STEPS_FLAG  # noqa: E402
 from glyph_train.inference.label_font import (DEFAULT_MIN_CONFIDENCE, DUPLICATE_COST, TTA_VIEWS_FLAG,  # noqa: E402
                                               UNKNOWN, assign_font, predict_font)
@@ -114,6 +118,21 @@ def outline_sequence(shaper: Shaper, text: str, features: dict | None = None) ->
     buf.guess_segment_properties()
     hb.shape(shaper.font, buf, features or {})
     return [shaper.glyph_outline(info.codepoint) for info in buf.glyph_infos]
+
+
+def cmap_agreement(before: Shaper, after: Shaper, known: set[str]) -> tuple[int, int, int]:
+    """(code points the original maps to a drawn glyph with a label the export knows, those the repaired font
+    maps, those it maps to a glyph of the very same outline and advance): how far its cmap can be trusted, every
+    character (punctuation and accents too, which the words never use)."""
+    def drawn(shaper: Shaper, gid: int) -> tuple[str, int]:
+        return shaper.glyph_outline(gid), shaper.font.get_glyph_h_advance(gid)
+
+    original = {cp: gid for cp, gid in before.cmap().items()
+                if make_label(cp, "isol") in known and before.glyph_outline(gid)}
+    repaired = after.cmap()
+    mapped = [cp for cp in original if cp in repaired]
+    same = sum(drawn(after, repaired[cp]) == drawn(before, original[cp]) for cp in mapped)
+    return len(original), len(mapped), same
 
 
 def drawn_alike(shaper: Shaper, truth_by_gid: dict[int, str]) -> Callable[[int, str], bool]:
@@ -244,6 +263,7 @@ def main() -> None:
     shaping = defaultdict(lambda: defaultdict(lambda: [0, 0]))  # variant -> script -> [identical, words]
     by_font = defaultdict(dict)  # variant -> font file name -> group -> glyphs, joint accuracy, errors, words
     ceiling = defaultdict(int)  # script -> words the original shapes identically without NOT_REPAIRED
+    cmap = defaultdict(lambda: [0, 0, 0])  # variant -> cmap_agreement summed over the fonts
     t0 = time.perf_counter()
     print(f"load {os.getloadavg()[0]:.1f}; "
           + "; ".join(f"export {k} {m.export_dir} (T={m.temperature:.3f})" for k, m in enumerate(members, 1))
@@ -269,6 +289,9 @@ def main() -> None:
                                                             args.repair_confidence, cost, repaired, alike)
                             scores = by_font[variant][font.name] = add_font(font_tally, tally[variant], errors)
                             after = Shaper(sfnt_data(repaired))
+                            counts = cmap_agreement(before, after, set(predictor.label_names))
+                            cmap[variant] = [a + b for a, b in zip(cmap[variant], counts)]
+                            scores["cmap_identical"] = round(counts[2] / max(counts[1], 1), 4)
                             for script, shaped in originals.items():
                                 identical = sum(outline_sequence(after, word) == seq for word, seq in shaped)
                                 shaping[variant][script][0] += identical
@@ -298,6 +321,10 @@ def main() -> None:
         report[variant]["words_shaped_identically"] = {
             s: {"share": round(a / max(b, 1), 4), "words": b, "ceiling": round(ceiling[s] / max(b, 1), 4)}
             for s, (a, b) in shaping[variant].items()}
+        original, mapped, same = cmap[variant]
+        report[variant]["repaired_cmap"] = {"code_points": original, "mapped": mapped, "identical": same,
+                                            "precision": round(same / max(mapped, 1), 4),
+                                            "recall": round(same / max(original, 1), 4)}
         report[variant]["by_font"] = by_font[variant]
     print(f"load after {os.getloadavg()[0]:.1f}")
     print(json.dumps(report, indent=1))

@@ -43,6 +43,31 @@ def test_label_font_bench_shapes_only_words_the_font_has_every_letter_of(tmp_pat
     assert len(shaped) == 50 and all(len(seq) == len(word) for word, seq in shaped)
 
 
+def test_label_font_bench_compares_the_repaired_cmap_with_the_originals_by_outline(tmp_path):
+    """repaired_cmap: a font agrees with itself on every code point it draws and the export knows; a repair that
+    maps ¨ to the zero-width combining diaeresis (its drawing, without an advance) and forgets B agrees on the
+    rest."""
+    sys.path.insert(0, str(REPO / "bench"))
+    sys.path.insert(0, str(REPO / "tests"))
+    from bench_label_font import cmap_agreement
+    from fontfactory import fontpkg_file, subset_font
+    from fontTools.ttLib import TTFont
+
+    from glyph_train.corpus.fonts import sfnt_data
+    from glyph_train.corpus.shaping import Shaper
+
+    font = subset_font(fontpkg_file("fontpkg_lora", "Lora[wght].ttf"), tmp_path / "lora.ttf", "AB ¨\u0308")
+    known = {"65_isol", "66_isol", "168_isol", "776_isol"}
+    original = Shaper(sfnt_data(font))
+    assert cmap_agreement(original, original, known) == (4, 4, 4)  # the space draws nothing
+    tt = TTFont(font)
+    for table in tt["cmap"].tables:
+        table.cmap.pop(0x42, None)
+        table.cmap[0xA8] = table.cmap[0x0308]
+    tt.save(tmp_path / "repaired.ttf")
+    assert cmap_agreement(original, Shaper(sfnt_data(tmp_path / "repaired.ttf")), known) == (4, 3, 2)
+
+
 def test_label_font_bench_ceiling_shapes_without_what_a_repair_cannot_rebuild(tmp_path):
     """The ceiling of "words shaped identically": the original shaped without its ligatures and contextual
     features. Amiri draws lam-alef and beh before beh with contextual forms of their own, which a repaired font

@@ -482,7 +482,8 @@ def test_a_font_is_adapted_to_on_its_sure_labels_that_are_its_glyphs_likeliest()
                       [0.96, 0.02, 0.01, 0.01],   # its copy: the lowercase a by the case fold, though likeliest A
                       [0.01, 0.01, 0.60, 0.38],   # B, not sure enough
                       [0.01, 0.01, 0.02, 0.96]])  # C, sure
-    pred = FontPredictions(Path("x.ttf"), "X", "Regular", [], [0, 1, 2, 3], probs, [], names, np.zeros(4, int))
+    pred = FontPredictions(Path("x.ttf"), "X", "Regular", [], [0, 1, 2, 3], probs, [], names, np.zeros(4, int),
+                           np.full(4, 500))
     rows, columns = confident_labels(pred)
     assert rows.tolist() == [0, 3] and [names[c] for c in columns] == ["65_isol", "67_isol"]
 
@@ -622,6 +623,10 @@ def test_the_label_font_bench_reports_each_font_and_the_fonts_add_up_to_the_tota
         words = totals["words_shaped_identically"]["latin"]  # the Amiri subset lacks most letters: no words
         assert words["words"] == 30 and "words_shaped_identically" not in by_font[work["amiri"].name]["latin"]
         assert by_font[abril.name]["latin"]["words_shaped_identically"] == words["share"]
+        cmap = totals["repaired_cmap"]  # the originals' code points the repaired fonts map to the same outline
+        assert cmap["code_points"] >= cmap["mapped"] >= cmap["identical"] and cmap["code_points"] > 0
+        assert cmap["precision"] == round(cmap["identical"] / max(cmap["mapped"], 1), 4)
+        assert all(0 <= f["cmap_identical"] <= 1 for f in by_font.values())
 
 
 def test_an_ensemble_of_exports_with_other_labels_or_renders_is_refused_in_one_line(work, tmp_path, capsys):
@@ -940,6 +945,21 @@ def test_the_repaired_font_maps_the_likeliest_glyph_of_a_label_and_breaks_near_t
               GlyphLabel("m", 3, "109_isol", 0.99, "109_isol"), GlyphLabel("three.tf", 4, "51_isol", 0.97, "51_isol")]
     result = FontLabels(Path("f.ttf"), "F", "Regular", glyphs, [])
     assert result.assignment() == {"m": "109_isol", "three": "51_isol"}
+
+
+def test_the_repaired_font_maps_a_spacing_character_to_a_glyph_with_an_advance():
+    """Gelasio's zero-width combining diaeresis (uni0308) comes first and is likelier ¨ than its dieresis: the
+    repaired font typed ¨ as a mark over the previous letter. A spacing character's glyph has an advance; a
+    label whose holders all lack one still maps one of them, and a combining mark's label prefers the mark."""
+    from glyph_train.inference.label_font import FontLabels, GlyphLabel
+
+    glyphs = [GlyphLabel("uni0308", 1, "168_isol", 1.00, "168_isol", spacing=False),
+              GlyphLabel("dieresis", 2, "168_isol", 0.97, "168_isol"),
+              GlyphLabel("acutecomb", 3, "180_isol", 0.99, "180_isol", spacing=False),
+              GlyphLabel("acute.alt", 4, "769_isol", 0.90, "769_isol"),
+              GlyphLabel("uni0301", 5, "769_isol", 0.80, "769_isol", spacing=False)]
+    result = FontLabels(Path("f.ttf"), "F", "Regular", glyphs, [])
+    assert result.assignment() == {"dieresis": "168_isol", "acutecomb": "180_isol", "uni0301": "769_isol"}
 
 
 def test_the_repaired_font_maps_the_first_of_a_drawings_copies():

@@ -46,6 +46,7 @@ import math
 import os
 import sys
 import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,6 +141,7 @@ class GlyphLabel:
     confidence: float  # calibrated probability of `label` (of the best label when unknown)
     argmax: str  # independent best label ('' when the glyph draws nothing)
     top5: list[tuple[str, float]] = field(default_factory=list)
+    spacing: bool = True  # it has an advance (a combining mark's is zero)
 
 
 @dataclass
@@ -162,6 +164,9 @@ class FontLabels:
                 holders.setdefault(g.label, []).append(g)
         out: dict[str, str] = {}
         for label, gs in holders.items():
+            # a spacing character's glyph has an advance, a combining mark's has none: Gelasio's zero-width
+            # uni0308, likelier ¨ than its dieresis, must not be what the repaired font types for ¨
+            gs = [g for g in gs if g.spacing != _is_mark(label)] or gs
             tie = max(g.confidence for g in gs) * (1 - TIE)
             out[next(g for g in gs if g.confidence >= tie).glyph] = label
         return out
@@ -218,6 +223,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_mark(label: str) -> bool:
+    """Whether a label's character is a combining mark (Unicode category M*)."""
+    from glyph_train.inference.font_prior import code_point
+
+    cp = code_point(label)
+    return cp is not None and unicodedata.category(chr(cp)).startswith("M")
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
@@ -239,6 +252,7 @@ class FontPredictions:
     blank: list[tuple[int, str]]  # (glyph id, name) of glyphs that draw nothing
     label_names: list[str]
     join_classes: np.ndarray  # per row: how its glyph joins (join_prior.join_classes)
+    advances: np.ndarray  # per row: its glyph's advance (font units)
     script_shares: dict[str, float] = field(default_factory=dict)  # each script's estimated share of the font,
     # once with_script_prior has reweighted probs by them (empty: probs are the model's own)
 
@@ -304,11 +318,13 @@ def predict_font(font: Path, predictor, script_prior: bool = True, views: int = 
         raise GlyphTrainError(f"{font}: cannot draw its glyphs ({type(err).__name__}: {err})") from None
     rendered = predictor.render((k, r.contours, r.em) for k, r in enumerate(records))
     gid_of = {name: gid for gid, name in enumerate(glyph_names(face))}
-    joins = join_classes(face_shaper(face), [records[k].glyph_id for k in rendered.keys])
+    shaper, glyph_ids = face_shaper(face), [records[k].glyph_id for k in rendered.keys]
+    joins = join_classes(shaper, glyph_ids)
+    advances = np.array([shaper.font.get_glyph_h_advance(g) for g in glyph_ids], dtype=np.int64)
 
     def predicted(probs: np.ndarray) -> FontPredictions:
         pred = FontPredictions(font, face.family_name, face.style_name, records, list(rendered.keys), probs,
-                               [(gid_of[n], n) for n in empty], list(predictor.label_names), joins)
+                               [(gid_of[n], n) for n in empty], list(predictor.label_names), joins, advances)
         pred = pred.with_script_prior() if script_prior else pred
         pred = pred.with_join_prior() if join_prior else pred
         return pred.with_look_alike_prior() if look_alike_prior else pred
@@ -349,7 +365,8 @@ def assign_font(pred: FontPredictions, min_confidence: float = DEFAULT_MIN_CONFI
         best = int(probs[row].argmax())
         j = assigned[row]
         label, conf = (names[j], float(confidence[row])) if j >= 0 else (UNKNOWN, float(probs[row, best]))
-        out[r.glyph_id] = GlyphLabel(r.glyph, r.glyph_id, label, conf, names[best], pred.top5[row])
+        out[r.glyph_id] = GlyphLabel(r.glyph, r.glyph_id, label, conf, names[best], pred.top5[row],
+                                     bool(pred.advances[row] > 0))
     for r in pred.records:  # the ones the renderer refused
         out.setdefault(r.glyph_id, GlyphLabel(r.glyph, r.glyph_id, UNKNOWN, 0.0, ""))
     for gid, name in pred.blank:
