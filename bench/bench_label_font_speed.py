@@ -2,7 +2,11 @@
 - probabilities: calibrated softmax (evaluation/calibration.py) against scipy's log_softmax, which it used, each
   call on fresh logits as label-font makes them (scipy's time varies from call to call: median and max);
 - the joint assignment (inference/label_font.py: _assign_distinct, sparse) against the dense formulation it
-  replaced, checking that both choose the same labels.
+  replaced, checking that both choose the same labels;
+- the priors' EM (inference/font_prior.py: adapt_to_font, iterating on each glyph's mass per group) against the
+  per-label formulation it replaced, on groups like the script prior's (every label in one of 8 scripts) and
+  the join prior's (a fifth of the labels in 4 positional forms, the rest kept), checking both give the same
+  probabilities.
 
 A synthetic font of N glyphs over C labels: each glyph draws a label (some labels twice, as fonts draw figures
 and alternates), and its probabilities are a softmax of noise with that label boosted, so its top 10 holds a few
@@ -33,6 +37,7 @@ from scipy.special import log_softmax
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from glyph_train.evaluation.calibration import calibrated_probabilities  # noqa: E402
+from glyph_train.inference.font_prior import KEEP, adapt_to_font  # noqa: E402
 from glyph_train.inference.label_font import (CANDIDATES_PER_GLYPH, DUPLICATE_COST, EXTRA_COPIES,  # noqa: E402
                                               _assign_distinct)
 
@@ -76,6 +81,43 @@ def dense_assignment(probs: np.ndarray, other: int | None, duplicate_cost: float
     return out
 
 
+def per_label_adapt(probs: np.ndarray, groups: np.ndarray, iterations: int = 100,
+                    tolerance: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """The replaced EM: every iteration reweights and renormalises every label of every glyph. (It returned the
+    probabilities of its last shares but one; here, as adapt_to_font does, of its last.)"""
+    num_groups = int(groups.max()) + 1
+    adapted = groups >= 0
+    trained = np.bincount(groups[adapted], minlength=num_groups) / len(groups)
+    share = trained.copy()
+    onehot = np.zeros((len(groups), num_groups))
+    onehot[np.flatnonzero(adapted), groups[adapted]] = 1.0
+    weight = np.ones(len(groups))
+    out = probs
+    for _ in range(iterations):
+        weight[adapted] = (share / trained)[groups[adapted]]
+        out = probs * weight
+        out = out / out.sum(axis=1, keepdims=True)
+        mass = (out @ onehot).mean(axis=0)
+        new = mass * trained.sum() / mass.sum()
+        done = np.abs(new - share).max() < tolerance
+        share = np.maximum(new, 1e-12)
+        if done:
+            break
+    weight[adapted] = (share / trained)[groups[adapted]]
+    out = probs * weight
+    return out / out.sum(axis=1, keepdims=True), share
+
+
+def prior_groups(labels: int, kind: str) -> np.ndarray:
+    """Groups like the script prior's (8 scripts, the other class kept) or the join prior's (4 forms)."""
+    if kind == "script":
+        groups = np.arange(labels) % 8
+    else:
+        groups = np.where(np.arange(labels) < labels // 5, np.arange(labels) % 4, KEEP)
+    groups[-1] = KEEP  # the other class
+    return groups
+
+
 def measure(fn, args: tuple, repeats: int) -> tuple[float, float, np.ndarray]:
     """(median seconds over `repeats` calls, peak MiB of one more, its result) of fn(*args)."""
     times = []
@@ -112,6 +154,13 @@ def main() -> None:
                "softmax_max_diff": float(np.abs(probs - base_probs).max())}
         sparse_s, sparse_mb, sparse_out = measure(_assign_distinct, (probs, other, DUPLICATE_COST), args.repeats)
         row.update(assign_s=round(sparse_s, 4), assign_peak_mb=round(sparse_mb, 1))
+        for kind in ("script", "join"):
+            groups = prior_groups(args.labels + 1, kind)
+            fast_s, _, (fast, _) = measure(adapt_to_font, (probs, groups), args.repeats)
+            slow_s, _, (slow, _) = measure(per_label_adapt, (probs, groups), max(1, args.repeats // 2))
+            row.update({f"{kind}_prior_s": round(fast_s, 4), f"per_label_{kind}_prior_s": round(slow_s, 4),
+                        f"{kind}_prior_speedup": round(slow_s / fast_s, 1),
+                        f"{kind}_prior_max_diff": float(np.abs(fast - slow).max())})
         if n <= args.dense_max:
             dense_s, dense_mb, dense_out = measure(dense_assignment, (probs, other, DUPLICATE_COST),
                                                    max(1, args.repeats // 2))

@@ -88,7 +88,7 @@ def test_label_font_bench_ceiling_shapes_without_what_a_repair_cannot_rebuild(tm
     assert outline_sequence(shaper, "من") == outline_sequence(shaper, "من", NOT_REPAIRED)
 
 
-def test_label_font_speed_bench_finds_the_dense_baseline_choosing_the_same_labels():
+def test_label_font_speed_bench_finds_the_baselines_choosing_the_same_labels():
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "bench/bench_label_font_speed.py", "--glyphs", "40,400", "--labels", "30",
                            "--repeats", "1"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -96,6 +96,8 @@ def test_label_font_speed_bench_finds_the_dense_baseline_choosing_the_same_label
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [r["glyphs"] for r in rows] == [40, 400] and all(r["same_labels"] for r in rows)
     assert all(r["softmax_max_diff"] < 1e-12 for r in rows)
+    # the priors' EM on each glyph's mass per group gives the per-label formulation's probabilities
+    assert all(r[f"{kind}_prior_max_diff"] < 1e-9 for r in rows for kind in ("script", "join"))
 
 
 def test_embed_bf16_bench_compares_the_two_indexes_of_one_export(work):

@@ -69,19 +69,20 @@ def adapt_to_font(probs: np.ndarray, groups: np.ndarray, iterations: int = 100,
         return probs, np.zeros(num_groups)
     adapted = groups >= 0
     trained = np.bincount(groups[adapted], minlength=num_groups) / len(groups)
-    share = trained.copy()
     onehot = np.zeros((len(groups), num_groups))
     onehot[np.flatnonzero(adapted), groups[adapted]] = 1.0
-    weight = np.ones(len(groups))
-    out = probs
+    # EM needs each glyph's mass per group, not per label: iterate on (glyphs, groups), reweight labels once
+    grouped, kept = probs @ onehot, probs[:, ~adapted].sum(axis=1)
+    share = trained.copy()
     for _ in range(iterations):
-        weight[adapted] = (share / trained)[groups[adapted]]
-        out = probs * weight
-        out = out / out.sum(axis=1, keepdims=True)
-        mass = (out @ onehot).mean(axis=0)
+        weighted = grouped * (share / trained)
+        mass = (weighted / (weighted.sum(axis=1) + kept)[:, None]).mean(axis=0)
         new = mass * trained.sum() / mass.sum()  # the adapted groups keep their total (KEEP labels theirs)
         done = np.abs(new - share).max() < tolerance
         share = np.maximum(new, 1e-12)
         if done:
             break
-    return out, share
+    weight = np.ones(len(groups))
+    weight[adapted] = (share / trained)[groups[adapted]]
+    out = probs * weight
+    return out / out.sum(axis=1, keepdims=True), share
