@@ -97,6 +97,21 @@ def test_glyphs_of_one_size_or_with_no_partner_keep_their_probabilities():
     np.testing.assert_allclose(alone, probs[:1], rtol=1e-12)
 
 
+def test_a_font_with_many_glyphs_like_a_set_compares_only_its_likeliest():
+    """A big font whose every glyph has some O or 0 in its probabilities: only the MAX_GLYPHS likeliest are
+    compared (their comparisons grow with the square), the rest keep their probabilities."""
+    from glyph_train.inference.look_alike_prior import MAX_GLYPHS
+
+    rng = np.random.default_rng(0)
+    names = [O, ZERO, "65_isol"]
+    probs = rng.dirichlet([1.0, 1.0, 8.0], size=3 * MAX_GLYPHS)
+    sizes = rng.uniform(0.3, 0.8, (len(probs), 3))
+    adapted = adapt_to_look_alikes(probs, names, lambda row: sizes[row], comparison_table())
+    likeliest = np.argsort(-probs[:, :2].sum(axis=1), kind="stable")[:MAX_GLYPHS]
+    moved = np.flatnonzero(~np.isclose(adapted, probs, rtol=1e-12).all(axis=1))
+    assert len(moved) > MAX_GLYPHS // 2 and set(moved) <= set(likeliest)
+
+
 def test_fit_look_alikes_reads_a_db_without_touching_it_and_leaves_out_held_out_families(tmp_path):
     """The table's writer on a glyphs.db: one count per training font and pair; the held-out families (here
     Barlow) are not counted, and the DB is byte-identical afterwards."""
