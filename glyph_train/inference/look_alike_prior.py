@@ -42,7 +42,6 @@ MAX_GLYPHS = 256
 # A glyph with no likely partner compares as if with half a glyph that says nothing, so it keeps its
 # probabilities, and one weak partner moves it only part of the way.
 NO_PARTNER_WEIGHT = 0.5
-SIZES = 3  # the ink box's width, top, bottom (em)
 
 
 def ink_box(contours: str, upem: float) -> np.ndarray:
