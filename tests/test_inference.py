@@ -483,7 +483,7 @@ def test_a_font_is_adapted_to_on_its_sure_labels_that_are_its_glyphs_likeliest()
                       [0.01, 0.01, 0.60, 0.38],   # B, not sure enough
                       [0.01, 0.01, 0.02, 0.96]])  # C, sure
     pred = FontPredictions(Path("x.ttf"), "X", "Regular", [], [0, 1, 2, 3], probs, [], names, np.zeros(4, int),
-                           np.full(4, 500))
+                           np.full(4, 500), np.full(4, 0.7))
     rows, columns = confident_labels(pred)
     assert rows.tolist() == [0, 3] and [names[c] for c in columns] == ["65_isol", "67_isol"]
 
@@ -920,7 +920,7 @@ def test_a_fonts_second_drawing_of_a_capital_is_its_lowercase():
     from glyph_train.inference.label_font import assign_labels, case_pairs
 
     cases = case_pairs(["65_isol", "97_isol", "66_isol", "98_isol", "49_isol"])
-    assert [c.tolist() for c in cases] == [[0, 2], [1, 3]]
+    assert [c.tolist() for c in cases] == [[0, 2], [1, 3], [False, False]]  # a is no smaller A
     bangers = np.array([[0.96, 0.01, 0.01, 0.01, 0.01],   # A
                         [0.01, 0.01, 0.96, 0.01, 0.01],   # B
                         [0.96, 0.01, 0.01, 0.01, 0.01],   # a: the A's drawing
@@ -933,6 +933,27 @@ def test_a_fonts_second_drawing_of_a_capital_is_its_lowercase():
                        [0.01, 0.96, 0.01, 0.01, 0.01],   # a
                        [0.94, 0.03, 0.01, 0.01, 0.01]])  # A.sc, a small capital A
     assert assign_labels(normal, 0.5, cases=cases)[0].tolist() == [0, 1, 0]
+
+
+def test_of_two_drawings_the_case_fold_makes_tie_the_shorter_is_the_lowercase():
+    """Roboto lists its Cyrillic copies of c, s, v, w, x, z after its C, S, V, W, X, Z: glyph order alone gave
+    the lowercase label to the later drawing, the copy of the capital, and the capital's to the lowercase c.
+    Where the lowercase is the capital's shape drawn smaller, the ink's top decides first (the lowercase is the
+    shorter); drawings of one height, and letters of two shapes (an accented A is no taller A), go by glyph
+    order."""
+    from glyph_train.inference.label_font import assign_labels, case_pairs
+
+    cases = case_pairs(["67_isol", "99_isol"])
+    assert cases[2].tolist() == [True]  # c is a smaller C
+    probs = np.array([[0.96, 0.04],   # c, called C
+                      [0.97, 0.03],   # C
+                      [0.97, 0.03]])  # Cyrillic Es, the C's copy, listed later
+    tops = np.array([0.53, 0.72, 0.72])
+    assert assign_labels(probs, 0.5, cases=cases, tops=tops)[0].tolist() == [1, 0, 0]
+    assert assign_labels(probs, 0.5, cases=cases)[0].tolist() == [0, 0, 1]  # by glyph order alone
+    assert assign_labels(probs, 0.5, cases=cases, tops=np.full(3, 0.72))[0].tolist() == [0, 0, 1]
+    a_cases = case_pairs(["65_isol", "97_isol"])  # a: the plain A is shorter than its accented copy, listed later
+    assert assign_labels(probs, 0.5, cases=a_cases, tops=np.array([0.72, 0.72, 0.93]))[0].tolist() == [0, 0, 1]
 
 
 def test_the_repaired_font_maps_the_likeliest_glyph_of_a_label_and_breaks_near_ties_by_glyph_order():

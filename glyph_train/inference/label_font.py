@@ -24,12 +24,12 @@ one-glyph-per-label rule handed the label to whichever copy scored higher and le
 maps without it. Display fonts draw their lowercase as capitals (Bangers) or small
 capitals (Cinzel), which the model, seeing one glyph at a time, calls capitals: a lowercase letter is taken
 to be at least LOWERCASE_AS_CAPITAL times as likely as its capital (case_pairs), so a font's second drawing
-of a capital, with no glyph likelier its lowercase, becomes the lowercase (the later one in glyph order, as
-fonts list capitals first). A glyph likelier the export's other class (trained with --others-per-label:
-glyphs that are none of its labels) than any label stays `unknown`, and so does one whose assigned label is
-less likely than --min-confidence. The repaired font (--write-font) maps one glyph per label
-(FontLabels.assignment), by default every label of the assignment (--font-min-confidence 0): a letter it
-leaves out shapes as .notdef, while a label below 0.5 is still right more often than not.
+of a capital, with no glyph likelier its lowercase, becomes the lowercase (the one whose ink is lower, then
+the later one in glyph order, as fonts list capitals first). A glyph likelier the export's other class
+(trained with --others-per-label: glyphs that are none of its labels) than any label stays `unknown`, and so
+does one whose assigned label is less likely than --min-confidence. The repaired font (--write-font) maps one
+glyph per label (FontLabels.assignment), by default every label of the assignment (--font-min-confidence 0): a
+letter it leaves out shapes as .notdef, while a label below 0.5 is still right more often than not.
 
 CSV (in glyph id order; glyphs that draw nothing are `unknown` with an empty top5):
     glyph,label,confidence,top5        top5 = label:prob;label:prob;...  (the glyph's own top 5)
@@ -254,6 +254,7 @@ class FontPredictions:
     label_names: list[str]
     join_classes: np.ndarray  # per row: how its glyph joins (join_prior.join_classes)
     advances: np.ndarray  # per row: its glyph's advance (font units)
+    tops: np.ndarray  # per row: the top of its glyph's ink (em): which of two drawings is the lowercase
     script_shares: dict[str, float] = field(default_factory=dict)  # each script's estimated share of the font,
     # once with_script_prior has reweighted probs by them (empty: probs are the model's own)
 
@@ -322,10 +323,13 @@ def predict_font(font: Path, predictor, script_prior: bool = True, views: int = 
     shaper, glyph_ids = face_shaper(face), [records[k].glyph_id for k in rendered.keys]
     joins = join_classes(shaper, glyph_ids)
     advances = np.array([shaper.font.get_glyph_h_advance(g) for g in glyph_ids], dtype=np.int64)
+    tops = np.array([e.y_bearing if (e := shaper.font.get_glyph_extents(g)) else 0 for g in glyph_ids],
+                    dtype=np.float64) / max(shaper.font.face.upem, 1)
 
     def predicted(probs: np.ndarray) -> FontPredictions:
         pred = FontPredictions(font, face.family_name, face.style_name, records, list(rendered.keys), probs,
-                               [(gid_of[n], n) for n in empty], list(predictor.label_names), joins, advances)
+                               [(gid_of[n], n) for n in empty], list(predictor.label_names), joins, advances,
+                               tops)
         pred = pred.with_script_prior() if script_prior else pred
         pred = pred.with_join_prior() if join_prior else pred
         return pred.with_look_alike_prior() if look_alike_prior else pred
@@ -350,7 +354,7 @@ def confident_labels(pred: FontPredictions) -> tuple[np.ndarray, np.ndarray]:
     trained on, it cost Bangers 15 of its letters (BENCHMARKS.md §14p)."""
     names = pred.label_names
     assigned, _ = assign_labels(pred.probs, PSEUDO_LABEL_CONFIDENCE, other_class(names), DUPLICATE_COST,
-                                case_pairs(names))
+                                case_pairs(names), pred.tops)
     sure = (assigned >= 0) & (assigned == pred.probs.argmax(axis=1))
     return np.flatnonzero(sure), assigned[sure]
 
@@ -359,7 +363,8 @@ def assign_font(pred: FontPredictions, min_confidence: float = DEFAULT_MIN_CONFI
                 duplicate_cost: float = DUPLICATE_COST) -> FontLabels:
     """Labels chosen jointly for the font (see assign_labels)."""
     names, probs = pred.label_names, pred.probs
-    assigned, confidence = assign_labels(probs, min_confidence, other_class(names), duplicate_cost, case_pairs(names))
+    assigned, confidence = assign_labels(probs, min_confidence, other_class(names), duplicate_cost, case_pairs(names),
+                                         pred.tops)
     out: dict[int, GlyphLabel] = {}
     for row, k in enumerate(pred.rows):
         r = pred.records[k]
@@ -385,10 +390,12 @@ def label_font(font: Path, predictor, min_confidence: float = DEFAULT_MIN_CONFID
                        min_confidence)
 
 
-def case_pairs(label_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(capitals' columns, their lowercase letters' columns): the isolated forms of the bicameral letters the
-    export knows in both cases."""
+def case_pairs(label_names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(capitals' columns, their lowercase letters' columns, whether the lowercase is the capital's shape drawn
+    smaller: look_alike_prior's C c, O o, S s ...): the isolated forms of the bicameral letters the export knows
+    in both cases."""
     from glyph_train.corpus.unicode_data import label
+    from glyph_train.inference.look_alike_prior import LOOK_ALIKES
 
     column = {name: j for j, name in enumerate(label_names)}
     pairs = []
@@ -401,30 +408,37 @@ def case_pairs(label_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         if capital.isupper() and len(small) == 1 and label(ord(small), "isol") in column:
             pairs.append((j, column[label(ord(small), "isol")]))
     if not pairs:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool)
     upper, lower = np.array(pairs, dtype=np.int64).T
-    return upper, lower
+    alike = [any({label_names[u], label_names[w]} <= set(s) for s in LOOK_ALIKES) for u, w in pairs]
+    return upper, lower, np.array(alike, dtype=bool)
 
 
 def assign_labels(probs: np.ndarray, min_confidence: float, other: int | None = None,
                   duplicate_cost: float = DUPLICATE_COST,
-                  cases: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  cases: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                  tops: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(column per row, -1 = unknown; the probability of that column) maximising the summed log-probability
     of the rows' labels less (k - 1) * duplicate_cost for the k-th row given a column (inf: one row per
     column; 0: each row's argmax). Rows are glyphs in glyph order; a row may only take one of its top labels.
     `other` is the column of the export's other class: a row whose probs[row, other] beats the label it
     would get stays unknown, and the column is never assigned.
     `cases` (case_pairs): each lowercase column counts as at least LOWERCASE_AS_CAPITAL times its capital's,
-    a hair more for later rows (fonts list capitals first, and copies of one drawing tie). A row given the
+    a hair more for a later row (fonts list capitals first, and copies of one drawing tie), and where the
+    lowercase is the capital's shape drawn smaller (C c, S s ...), first for a row whose ink top (`tops`, em)
+    is lower: of two drawings the fold makes tie the shorter is the lowercase (Roboto lists its Cyrillic copies
+    of C S V W X Z after its c s v w x z, which glyph order alone made the lowercase; an accented capital is no
+    taller capital, so A and À still go by glyph order). A row given the
     lowercase for its capital's likelihood has, as probability, the two cases' sum: its shape is the
     letter's, its case the font's.
     Then rows whose label is less likely than min_confidence are unknown: the threshold hides labels, it
     never moves one to another glyph."""
     scores, sums = probs, probs
     if cases is not None and len(cases[0]):
-        upper, lower = cases
+        upper, lower, alike = cases
         folded = LOWERCASE_AS_CAPITAL * probs[:, upper] > probs[:, lower]
-        later = 1 + 1e-3 * np.arange(len(probs))[:, None] / max(len(probs), 1)
+        rank = np.where(alike, _lowercase_order(tops, len(probs))[:, None], np.arange(len(probs))[:, None])
+        later = 1 + 1e-3 * rank / max(len(probs), 1)
         scores, sums = probs.copy(), probs.copy()
         scores[:, lower] = np.where(folded, LOWERCASE_AS_CAPITAL * probs[:, upper] * later, probs[:, lower])
         sums[:, lower] = np.where(folded, probs[:, lower] + probs[:, upper], probs[:, lower])
@@ -432,6 +446,17 @@ def assign_labels(probs: np.ndarray, min_confidence: float, other: int | None = 
     confidence = sums[np.arange(len(out)), np.maximum(out, 0)]
     keep = (out >= 0) & (confidence >= min_confidence)
     return np.where(keep, out, -1), np.where(keep, confidence, 0.0)
+
+
+def _lowercase_order(tops: np.ndarray | None, rows: int) -> np.ndarray:
+    """Each row's rank as a lowercase for the case fold: tallest ink first (tops equal to 0.01 em tie), then
+    glyph order; glyph order alone without `tops`."""
+    if tops is None:
+        return np.arange(rows, dtype=np.float64)
+    order = np.lexsort((np.arange(rows), -np.round(tops, 2)))
+    rank = np.empty(rows)
+    rank[order] = np.arange(rows)
+    return rank
 
 
 def _assign_distinct(probs: np.ndarray, other: int | None, duplicate_cost: float) -> np.ndarray:
