@@ -36,6 +36,16 @@ def test_the_script_set_holds_no_held_out_family_and_none_of_default():
     assert not set(script) & {name for name, _ in sets["default"]}
 
 
+def test_the_more_set_holds_no_held_out_family_and_none_of_the_other_sets():
+    sets = family_sets()
+    more = [name for name, _ in sets["more"]]
+    assert len(more) >= 150 and len(set(more)) == len(more)
+    assert {style for _, style in sets["more"]} == {"serif", "sans", "mono", "display", "handwriting"}
+    assert [name for name in more if bench.held_out_of(name.replace("-", " "))] == []
+    assert bench.held_out_of("cabin sketch") == "Cabin"  # Cabin Sketch is left out for that
+    assert not set(more) & {name for s in ("arabic", "default", "script") for name, _ in sets[s]}
+
+
 def test_label_sets_are_files_of_well_formed_labels_and_label_font_extends_core():
     from glyph_train.corpus.db import parse_label_list
     from glyph_train.corpus.unicode_data import FIGURE_FEATURES, LABEL_FORMS
