@@ -100,8 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add Google Fonts families from npm's @fontsource/* packages (fetched with npm pack "
                              "into $GLYPH_TRAIN_CACHE/fontsource or ~/.cache/glyph-train/fontsource): package or "
                              "family names and the sets arabic (every Arabic-script family) and default "
-                             "(180+ Latin families; also script and more, measured but not in the recipe: BENCHMARKS.md "
-                             "§9h, §9k), comma-separated; a family already in OUT.db is not added again")
+                             "(180+ Latin families; also script and more, measured but not in the recipe: "
+                             "BENCHMARKS.md §9h, §9k), comma-separated; a family already in OUT.db is not added "
+                             "again")
 
 
 def run(args: argparse.Namespace) -> int:
