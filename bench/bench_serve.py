@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from glyph_train.inference.index import GlyphIndex, SCHEMA, save_index
-from glyph_train.inference.label_font import FontLabels, GlyphLabel
+from glyph_train.inference.label_font import DEFAULT_MIN_CONFIDENCE, FontLabels, GlyphLabel
 from glyph_train.serve.app import ServeOptions, create_app
 from glyph_train.serve.review import Upload
 
@@ -94,7 +94,7 @@ def run_index(rows: int, repeat: int, tmp: Path) -> dict:
     built = time.perf_counter() - start
     (tmp / "uploads").mkdir(exist_ok=True)
     start = time.perf_counter()
-    app = create_app(ServeOptions(index, tmp / "export", tmp / "uploads"))
+    app = create_app(ServeOptions(index, tmp / "export", tmp / "uploads", DEFAULT_MIN_CONFIDENCE))
     startup = time.perf_counter() - start
     client = app.test_client()
     out = {"rows": rows, "build_s": built, "startup_s": startup}
@@ -109,7 +109,7 @@ def run_index(rows: int, repeat: int, tmp: Path) -> dict:
 
 
 def run_font(n: int, repeat: int, tmp: Path) -> dict:
-    app = create_app(ServeOptions(tmp / "index-10000", tmp / "export", tmp / "uploads"))
+    app = create_app(ServeOptions(tmp / "index-10000", tmp / "export", tmp / "uploads", DEFAULT_MIN_CONFIDENCE))
     reviews = app.extensions["glyph_train"]["reviews"]
     up = Upload("0123456789abcdef", "font.ttf", tmp / "uploads", tmp / "uploads" / "font.ttf", status="ready",
                 labels=synthetic_font(n))

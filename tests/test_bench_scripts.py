@@ -68,6 +68,20 @@ def test_label_font_bench_compares_the_repaired_cmap_with_the_originals_by_outli
     assert cmap_agreement(original, Shaper(sfnt_data(tmp_path / "repaired.ttf")), known) == (4, 3, 2)
 
 
+def test_label_font_bench_finds_the_least_threshold_whose_labels_reach_the_precision():
+    """How label-font's default --min-confidence is chosen (#8: >= 99 % precision): the least threshold whose
+    labelled glyphs are that right; one that labels nothing is no answer, however precise."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_label_font import least_threshold
+
+    counts = {"labelled@0.5": 100, "right@0.5": 97, "labelled@0.9": 80, "right@0.9": 79,
+              "labelled@0.98": 0, "right@0.98": 0}
+    thresholds = [0.5, 0.9, 0.98]
+    assert least_threshold(counts, thresholds, 0.9) == 0.5
+    assert least_threshold(counts, thresholds, 0.98) == 0.9  # 79 of 80
+    assert least_threshold(counts, thresholds, 0.99) is None
+
+
 def test_label_font_bench_ceiling_shapes_without_what_a_repair_cannot_rebuild(tmp_path):
     """The ceiling of "words shaped identically": the original shaped without its ligatures and contextual
     features. Amiri draws lam-alef and beh before beh with contextual forms of their own, which a repaired font

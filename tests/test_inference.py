@@ -620,6 +620,8 @@ def test_the_label_font_bench_reports_each_font_and_the_fonts_add_up_to_the_tota
                 right, forgiven = round(s["joint_accuracy"] * s["glyphs"]), sum(e.endswith(" =") for e in s["errors"])
                 assert round(s["joint_equiv_accuracy"] * s["glyphs"]) == right + forgiven
             assert totals[group]["joint_equiv_accuracy"] >= totals[group]["joint_accuracy"]
+            least = totals[group]["min_confidence_for_precision"]  # of --thresholds, where 99 % are right
+            assert least is None or totals[group]["at_threshold"][str(least)]["precision"] >= 0.99
         words = totals["words_shaped_identically"]["latin"]  # the Amiri subset lacks most letters: no words
         assert words["words"] == 30 and "words_shaped_identically" not in by_font[work["amiri"].name]["latin"]
         assert by_font[abril.name]["latin"]["words_shaped_identically"] == words["share"]

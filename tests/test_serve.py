@@ -29,10 +29,12 @@ SCREENSHOTS = os.environ.get("GLYPH_TRAIN_SCREENSHOTS")  # a folder: the browser
 
 @pytest.fixture(scope="module")
 def app(work, index, tmp_path_factory):
+    from glyph_train.inference.label_font import DEFAULT_MIN_CONFIDENCE
     from glyph_train.serve.app import ServeOptions, create_app
 
     uploads = tmp_path_factory.mktemp("uploads")
-    return create_app(ServeOptions(index, work["export"], uploads, max_upload_mb=2, timeout=300))
+    return create_app(ServeOptions(index, work["export"], uploads, DEFAULT_MIN_CONFIDENCE, max_upload_mb=2,
+                                   timeout=300))
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,9 @@ class ServeOptions:
     index: Path
     export: Path
     uploads: Path  # an empty folder the app owns (the command removes it on exit)
+    min_confidence: float  # label-font's --min-confidence, defined there (importing it here would load torch)
     max_upload_mb: float = 50.0
     timeout: float = 300.0
-    min_confidence: float = 0.5
 
 
 def read_export_labels(export: Path) -> tuple[list[str], dict]:

@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     uploads = Path(tempfile.mkdtemp(prefix="glyph-train-serve-"))
     signal.signal(signal.SIGTERM, _stop)  # a plain `kill` also cleans up
     try:
-        app = create_app(ServeOptions(args.index, args.checkpoint, uploads, args.max_upload_mb, args.timeout,
-                                      args.min_confidence))
+        app = create_app(ServeOptions(args.index, args.checkpoint, uploads, args.min_confidence, args.max_upload_mb,
+                                      args.timeout))
         try:
             server = waitress.create_server(app, host=args.host, port=args.port, threads=args.threads,
                                             ident="glyph-train")
