@@ -30,14 +30,16 @@ reweighted by the scripts the font draws, inference/font_prior.py, the Arabic po
 glyphs join, inference/join_prior.py, and look-alikes such as O and 0 by how their glyphs compare in size,
 inference/look_alike_prior.py), `script_and_join_prior` (--no-look-alike-prior), `script_prior` (and
 --no-join-prior) and `model_only` (none), each
-at every --duplicate-costs value (label-font's DUPLICATE_COST unmarked; `inf`: one glyph per label), every
+at every --duplicate-costs value (label-font's DUPLICATE_COST unmarked; `inf`: one glyph per label) and every
+--extra-copies value (label-font's EXTRA_COPIES unmarked: how many more glyphs than one a label may have), every
 --tta-views value (label-font's default unmarked; 0: the image alone) and every --adapt-steps value (label-font's
 default unmarked; 0: the export's model as it is). Several --checkpoint exports are scored as label-font's
 ensemble of them; with --each, each export alone too (`export K`), from the same forward passes.
 
     python bench/bench_label_font.py --checkpoint RUN/best [RUN2/best ... [--each]] FONT [FONT ...]
         [--thresholds 0.3,0.5,0.7,0.9] [--precision 0.99] [--repair-confidence 0] [--words 300]
-        [--score-labels launch/label_font_labels.txt] [--duplicate-costs 2,inf] [--tta-views 0,8] [--adapt-steps 0,20]
+        [--score-labels launch/label_font_labels.txt] [--duplicate-costs 2,inf] [--extra-copies 3,7] [--tta-views 0,8]
+        [--adapt-steps 0,20]
 """
 
 from __future__ import annotations
@@ -68,8 +70,8 @@ from glyph_train.corpus.fonts import sfnt_data  # noqa: E402
 from glyph_train.corpus.shaping import Shaper  # noqa: E402
 from glyph_train.corpus.unicode_data import FIGURE_FEATURES, char_class, label as make_label  # noqa: E402
 from glyph_train.inference.font_adaptation import ADAPT_STEPS_FLAG  # noqa: E402
-from glyph_train.inference.label_font import (DEFAULT_MIN_CONFIDENCE, DUPLICATE_COST, TTA_VIEWS_FLAG,  # noqa: E402
-                                              UNKNOWN, assign_font, predict_font)
+from glyph_train.inference.label_font import (DEFAULT_MIN_CONFIDENCE, DUPLICATE_COST, EXTRA_COPIES,  # noqa: E402
+                                              TTA_VIEWS_FLAG, UNKNOWN, assign_font, predict_font)
 from glyph_train.inference.predictor import BF16_FLAG, Ensemble, load_predictor  # noqa: E402
 from glyph_train.inference.repair import write_repaired_font  # noqa: E402
 from glyph_train.inference.sources import known_labels  # noqa: E402
@@ -147,12 +149,12 @@ def drawn_alike(shaper: Shaper, truth_by_gid: dict[int, str]) -> Callable[[int, 
 
 
 def score_font(predicted, truth_by_gid: dict, known: set, thresholds: list[float], repair_confidence: float,
-               duplicate_cost: float, repaired: Path, alike: Callable[[int, str], bool] = lambda gid, label: False
-               ) -> tuple[dict, dict[str, list[str]]]:
+               duplicate_cost: float, repaired: Path, alike: Callable[[int, str], bool] = lambda gid, label: False,
+               extra_copies: int = EXTRA_COPIES) -> tuple[dict, dict[str, list[str]]]:
     """One font's right and wrong labels, group -> counter, and the joint assignment's errors, group ->
     ['TRUE->ASSIGNED', ...] (marked ' =' where `alike` (drawn_alike) forgives it); its repaired copy is written
     to `repaired`."""
-    runs = {t: assign_font(predicted, t, duplicate_cost)
+    runs = {t: assign_font(predicted, t, duplicate_cost, extra_copies)
             for t in [0.0, *thresholds, repair_confidence, DEFAULT_MIN_CONFIDENCE]}
     tally, errors = defaultdict(lambda: defaultdict(int)), defaultdict(list)
     for t, result in runs.items():
@@ -226,10 +228,11 @@ def predictions(stripped: Path, predictor, members: list, views: int, steps: int
     return out
 
 
-def variant_name(source: str, prior: str, cost: float, views: int, steps: int) -> str:
+def variant_name(source: str, prior: str, cost: float, views: int, steps: int, copies: int = EXTRA_COPIES) -> str:
     """The report's key: the source and prior, and each setting that is not label-font's default."""
     return ", ".join(([source] if source else []) + [prior]
                      + ([f"duplicate cost {cost:g}"] if cost != DUPLICATE_COST else [])
+                     + ([f"extra copies {copies}"] if copies != EXTRA_COPIES else [])
                      + ([f"tta views {views}"] if views != TTA_VIEWS_FLAG.default else [])
                      + ([f"adapt steps {steps}"] if steps != ADAPT_STEPS_FLAG.default else []))
 
@@ -250,6 +253,9 @@ def main() -> None:
     ap.add_argument("--duplicate-costs", default=str(DUPLICATE_COST), metavar="C,C",
                     help="label-font's cost of a label's each further glyph, one report per value (inf: one glyph "
                          f"per label; 0: independent argmax); label-font's own is {DUPLICATE_COST}")
+    ap.add_argument("--extra-copies", default=str(EXTRA_COPIES), metavar="N,N",
+                    help="how many more glyphs than one a label may have, one report per value; label-font's own is "
+                         f"{EXTRA_COPIES}")
     ap.add_argument("--tta-views", default=str(TTA_VIEWS_FLAG.default), metavar="N,N",
                     help="label-font --tta-views values, one report each; label-font's own is "
                          f"{TTA_VIEWS_FLAG.default}")
@@ -263,6 +269,7 @@ def main() -> None:
     args = ap.parse_args()
     thresholds = [float(t) for t in args.thresholds.split(",")]
     duplicate_costs = [float(c) for c in args.duplicate_costs.split(",")]
+    extra_copies = [int(c) for c in args.extra_copies.split(",")]
     tta_views = [int(v) for v in args.tta_views.split(",")]
     adapt_steps = [int(v) for v in args.adapt_steps.split(",")]
     predictor = load_predictor(args.checkpoint, bf16=args.bf16)
@@ -293,11 +300,11 @@ def main() -> None:
             for views, steps in itertools.product(tta_views, adapt_steps):
                 for source, priors in predictions(stripped, predictor, members, views, steps, args.each).items():
                     for prior, predicted in priors.items():
-                        for cost in duplicate_costs:
-                            variant = variant_name(source, prior, cost, views, steps)
+                        for cost, copies in itertools.product(duplicate_costs, extra_copies):
+                            variant = variant_name(source, prior, cost, views, steps, copies)
                             repaired = Path(tmp) / f"repaired{font.suffix}"
                             font_tally, errors = score_font(predicted, truth_by_gid, known, thresholds,
-                                                            args.repair_confidence, cost, repaired, alike)
+                                                            args.repair_confidence, cost, repaired, alike, copies)
                             scores = by_font[variant][font.name] = add_font(font_tally, tally[variant], errors)
                             after = Shaper(sfnt_data(repaired))
                             counts = cmap_agreement(before, after, set(predictor.label_names))

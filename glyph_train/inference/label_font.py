@@ -74,7 +74,12 @@ CANDIDATES_PER_GLYPH = 10  # labels outside a glyph's top 10 cannot be assigned 
 # accuracy is flat from 1 to 4 and every value in that range beats both 0 (independent argmax) and inf (one
 # glyph per label) (BENCHMARKS.md §14j).
 DUPLICATE_COST = 2.0
-EXTRA_COPIES = 3  # at most 1 + 3 glyphs per label (proportional/tabular x lining/old-style figures)
+# At most 1 + 7 glyphs per label, the 8th paying 14 in log-probability: figures come proportional, tabular,
+# lining and old-style, and a font with Greek and Cyrillic draws O as Ο and О too, which the export (no classes
+# for them) also reads as O. With 1 + 3, Roboto's O, Cyrillic О and Greek Ο were left unknown while four
+# alternates kept the label; 10 full fonts had 27 of their Latin letters and digits wrong, 12 with 1 + 7 (the
+# held-out subsets do not move; BENCHMARKS.md §14ab).
+EXTRA_COPIES = 7
 # Glyphs sharing a label whose probabilities are within 10 % are a tie for the repaired font's one glyph:
 # measured on the held-out fonts, 3-10 % map 2-3 points more Arabic words than glyph order alone and 8 more
 # Latin ones than the likeliest alone (tabular figures are often a shade likelier; BENCHMARKS.md §14j).
@@ -366,11 +371,11 @@ def confident_labels(pred: FontPredictions) -> tuple[np.ndarray, np.ndarray]:
 
 
 def assign_font(pred: FontPredictions, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-                duplicate_cost: float = DUPLICATE_COST) -> FontLabels:
+                duplicate_cost: float = DUPLICATE_COST, extra_copies: int = EXTRA_COPIES) -> FontLabels:
     """Labels chosen jointly for the font (see assign_labels)."""
     names, probs = pred.label_names, pred.probs
     assigned, confidence = assign_labels(probs, min_confidence, other_class(names), duplicate_cost, case_pairs(names),
-                                         pred.tops)
+                                         pred.tops, extra_copies)
     out: dict[int, GlyphLabel] = {}
     for row, k in enumerate(pred.rows):
         r = pred.records[k]
@@ -423,10 +428,11 @@ def case_pairs(label_names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def assign_labels(probs: np.ndarray, min_confidence: float, other: int | None = None,
                   duplicate_cost: float = DUPLICATE_COST,
                   cases: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-                  tops: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  tops: np.ndarray | None = None, extra_copies: int = EXTRA_COPIES) -> tuple[np.ndarray, np.ndarray]:
     """(column per row, -1 = unknown; the probability of that column) maximising the summed log-probability
-    of the rows' labels less (k - 1) * duplicate_cost for the k-th row given a column (inf: one row per
-    column; 0: each row's argmax). Rows are glyphs in glyph order; a row may only take one of its top labels.
+    of the rows' labels less (k - 1) * duplicate_cost for the k-th row given a column, at most 1 + extra_copies
+    rows a column (duplicate_cost inf: one row per column; 0: each row's argmax). Rows are glyphs in glyph
+    order; a row may only take one of its top labels.
     `other` is the column of the export's other class: a row whose probs[row, other] beats the label it
     would get stays unknown, and the column is never assigned.
     `cases` (case_pairs): each lowercase column counts as at least LOWERCASE_AS_CAPITAL times its capital's,
@@ -448,7 +454,7 @@ def assign_labels(probs: np.ndarray, min_confidence: float, other: int | None = 
         scores, sums = probs.copy(), probs.copy()
         scores[:, lower] = np.where(folded, LOWERCASE_AS_CAPITAL * probs[:, upper] * later, probs[:, lower])
         sums[:, lower] = np.where(folded, probs[:, lower] + probs[:, upper], probs[:, lower])
-    out = _assign_distinct(scores, other, duplicate_cost)
+    out = _assign_distinct(scores, other, duplicate_cost, extra_copies)
     confidence = sums[np.arange(len(out)), np.maximum(out, 0)]
     keep = (out >= 0) & (confidence >= min_confidence)
     return np.where(keep, out, -1), np.where(keep, confidence, 0.0)
@@ -465,7 +471,8 @@ def _lowercase_order(tops: np.ndarray | None, rows: int) -> np.ndarray:
     return rank
 
 
-def _assign_distinct(probs: np.ndarray, other: int | None, duplicate_cost: float) -> np.ndarray:
+def _assign_distinct(probs: np.ndarray, other: int | None, duplicate_cost: float,
+                     extra_copies: int = EXTRA_COPIES) -> np.ndarray:
     """The assignment before the confidence threshold: columns are (label, copy) slots, the copy-th slot
     costing copy * duplicate_cost more, plus one unknown slot per row. A row has edges only to its top labels'
     slots and its own unknown slot, so the problem is sparse (scipy's LAPJVsp): time and memory grow with the
@@ -485,7 +492,7 @@ def _assign_distinct(probs: np.ndarray, other: int | None, duplicate_cost: float
         rows, labels = rows[labels != other], labels[labels != other]
     columns, slot = np.unique(labels, return_inverse=True)
     m = len(columns)
-    copies = 1 if math.isinf(duplicate_cost) else 1 + EXTRA_COPIES
+    copies = 1 if math.isinf(duplicate_cost) else 1 + extra_copies
     cost = -np.log(np.clip(probs[rows, labels], 1e-300, 1.0))
     # leaving a row unknown is allowed only where the export can say "none of its labels"; else it costs far
     # more than any label could
