@@ -32,13 +32,17 @@ inference/look_alike_prior.py), `script_and_join_prior` (--no-look-alike-prior),
 --no-join-prior) and `model_only` (none), each
 at every --duplicate-costs value (label-font's DUPLICATE_COST unmarked; `inf`: one glyph per label) and every
 --extra-copies value (label-font's EXTRA_COPIES unmarked: how many more glyphs than one a label may have), every
+--drawn-bonuses value (label-font's DRAWN_BONUS unmarked: what the first glyph of a letter or digit every font of
+its script draws earns), every
 --tta-views value (label-font's default unmarked; 0: the image alone) and every --adapt-steps value (label-font's
 default unmarked; 0: the export's model as it is). Several --checkpoint exports are scored as label-font's
 ensemble of them; with --each, each export alone too (`export K`), from the same forward passes.
 
     python bench/bench_label_font.py --checkpoint RUN/best [RUN2/best ... [--each]] FONT [FONT ...]
+        [--fontsource SETS [--every N] [--subset latin]]
         [--thresholds 0.3,0.5,0.7,0.9] [--precision 0.99] [--repair-confidence 0] [--words 300]
-        [--score-labels launch/label_font_labels.txt] [--duplicate-costs 2,inf] [--extra-copies 3,7] [--tta-views 0,8]
+        [--score-labels launch/label_font_labels.txt] [--duplicate-costs 2,inf] [--extra-copies 3,7]
+        [--drawn-bonuses 0,1] [--tta-views 0,8]
         [--adapt-steps 0,20]
 """
 
@@ -67,11 +71,12 @@ from fontfactory import strip_font  # noqa: E402
 
 from glyph_train.corpus.db import parse_label_list  # noqa: E402
 from glyph_train.corpus.fonts import sfnt_data  # noqa: E402
+from glyph_train.corpus.fontsource import default_cache_dir, fetch_packages, resolve_names  # noqa: E402
 from glyph_train.corpus.shaping import Shaper  # noqa: E402
 from glyph_train.corpus.unicode_data import FIGURE_FEATURES, char_class, label as make_label  # noqa: E402
 from glyph_train.inference.font_adaptation import ADAPT_STEPS_FLAG  # noqa: E402
-from glyph_train.inference.label_font import (DEFAULT_MIN_CONFIDENCE, DUPLICATE_COST, EXTRA_COPIES,  # noqa: E402
-                                              TTA_VIEWS_FLAG, UNKNOWN, assign_font, predict_font)
+from glyph_train.inference.label_font import (DEFAULT_MIN_CONFIDENCE, DRAWN_BONUS, DUPLICATE_COST,  # noqa: E402
+                                              EXTRA_COPIES, TTA_VIEWS_FLAG, UNKNOWN, assign_font, predict_font)
 from glyph_train.inference.predictor import BF16_FLAG, Ensemble, load_predictor  # noqa: E402
 from glyph_train.inference.repair import write_repaired_font  # noqa: E402
 from glyph_train.inference.sources import known_labels  # noqa: E402
@@ -150,11 +155,11 @@ def drawn_alike(shaper: Shaper, truth_by_gid: dict[int, str]) -> Callable[[int, 
 
 def score_font(predicted, truth_by_gid: dict, known: set, thresholds: list[float], repair_confidence: float,
                duplicate_cost: float, repaired: Path, alike: Callable[[int, str], bool] = lambda gid, label: False,
-               extra_copies: int = EXTRA_COPIES) -> tuple[dict, dict[str, list[str]]]:
+               extra_copies: int = EXTRA_COPIES, bonus: float = DRAWN_BONUS) -> tuple[dict, dict[str, list[str]]]:
     """One font's right and wrong labels, group -> counter, and the joint assignment's errors, group ->
     ['TRUE->ASSIGNED', ...] (marked ' =' where `alike` (drawn_alike) forgives it); its repaired copy is written
     to `repaired`."""
-    runs = {t: assign_font(predicted, t, duplicate_cost, extra_copies)
+    runs = {t: assign_font(predicted, t, duplicate_cost, extra_copies, bonus)
             for t in [0.0, *thresholds, repair_confidence, DEFAULT_MIN_CONFIDENCE]}
     tally, errors = defaultdict(lambda: defaultdict(int)), defaultdict(list)
     for t, result in runs.items():
@@ -228,18 +233,40 @@ def predictions(stripped: Path, predictor, members: list, views: int, steps: int
     return out
 
 
-def variant_name(source: str, prior: str, cost: float, views: int, steps: int, copies: int = EXTRA_COPIES) -> str:
+def fontsource_fonts(spec: str, every: int, subset: str, cache: Path | None = None) -> list[Path]:
+    """Every `every`-th package of build-db's --fontsource SPEC (sets or names), as its `subset` subset's
+    regular (400 normal) file, downloading the packages the cache lacks: families the README's exports never
+    trained on beyond bench_unseen's held-out ones (the `more` and `script` sets, BENCHMARKS.md §14ac)."""
+    def warn(message: str) -> None:
+        print(f"bench_label_font: {message}", file=sys.stderr)
+
+    names, _ = resolve_names(spec)
+    packages = fetch_packages(names[::every], cache or default_cache_dir(), warn)
+    fonts = [pkg / "files" / f"{pkg.name}-{subset}-400-normal.woff2" for pkg in packages]
+    for font in fonts:
+        if not font.is_file():
+            warn(f"skipped {font.parent.parent.name}: it has no {subset} 400 normal file")
+    return [font for font in fonts if font.is_file()]
+
+
+def variant_name(source: str, prior: str, cost: float, views: int, steps: int, copies: int = EXTRA_COPIES,
+                 bonus: float = DRAWN_BONUS) -> str:
     """The report's key: the source and prior, and each setting that is not label-font's default."""
     return ", ".join(([source] if source else []) + [prior]
                      + ([f"duplicate cost {cost:g}"] if cost != DUPLICATE_COST else [])
                      + ([f"extra copies {copies}"] if copies != EXTRA_COPIES else [])
+                     + ([f"drawn bonus {bonus:g}"] if bonus != DRAWN_BONUS else [])
                      + ([f"tta views {views}"] if views != TTA_VIEWS_FLAG.default else [])
                      + ([f"adapt steps {steps}"] if steps != ADAPT_STEPS_FLAG.default else []))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("fonts", nargs="+", type=Path)
+    ap.add_argument("fonts", nargs="*", type=Path)
+    ap.add_argument("--fontsource", metavar="SETS", help="also score these @fontsource packages (build-db's "
+                    "--fontsource: set or package names), their --subset files, downloaded when not cached")
+    ap.add_argument("--every", type=int, default=1, metavar="N", help="of --fontsource, every N-th package")
+    ap.add_argument("--subset", default="latin", help="the --fontsource packages' subset to score")
     ap.add_argument("--checkpoint", required=True, nargs="+", metavar="EXPORT",
                     help="an export, or several: label-font's ensemble of them")
     ap.add_argument("--each", action="store_true", help="with several exports: also score each alone (export K)")
@@ -256,6 +283,9 @@ def main() -> None:
     ap.add_argument("--extra-copies", default=str(EXTRA_COPIES), metavar="N,N",
                     help="how many more glyphs than one a label may have, one report per value; label-font's own is "
                          f"{EXTRA_COPIES}")
+    ap.add_argument("--drawn-bonuses", default=f"{DRAWN_BONUS:g}", metavar="B,B",
+                    help="what the first glyph of a letter or digit every font of its script draws earns in "
+                         f"log-probability, one report per value (0: nothing); label-font's own is {DRAWN_BONUS:g}")
     ap.add_argument("--tta-views", default=str(TTA_VIEWS_FLAG.default), metavar="N,N",
                     help="label-font --tta-views values, one report each; label-font's own is "
                          f"{TTA_VIEWS_FLAG.default}")
@@ -267,9 +297,14 @@ def main() -> None:
                     help="score only glyphs whose true label is one of these (labels file or comma list), so that "
                          "exports with more classes are compared on the same glyphs; default: every label it knows")
     args = ap.parse_args()
+    if args.fontsource:
+        args.fonts += fontsource_fonts(args.fontsource, args.every, args.subset)
+    if not args.fonts:
+        ap.error("give FONT files or --fontsource SETS")
     thresholds = [float(t) for t in args.thresholds.split(",")]
     duplicate_costs = [float(c) for c in args.duplicate_costs.split(",")]
     extra_copies = [int(c) for c in args.extra_copies.split(",")]
+    bonuses = [float(b) for b in args.drawn_bonuses.split(",")]
     tta_views = [int(v) for v in args.tta_views.split(",")]
     adapt_steps = [int(v) for v in args.adapt_steps.split(",")]
     predictor = load_predictor(args.checkpoint, bf16=args.bf16)
@@ -300,11 +335,12 @@ def main() -> None:
             for views, steps in itertools.product(tta_views, adapt_steps):
                 for source, priors in predictions(stripped, predictor, members, views, steps, args.each).items():
                     for prior, predicted in priors.items():
-                        for cost, copies in itertools.product(duplicate_costs, extra_copies):
-                            variant = variant_name(source, prior, cost, views, steps, copies)
+                        for cost, copies, bonus in itertools.product(duplicate_costs, extra_copies, bonuses):
+                            variant = variant_name(source, prior, cost, views, steps, copies, bonus)
                             repaired = Path(tmp) / f"repaired{font.suffix}"
                             font_tally, errors = score_font(predicted, truth_by_gid, known, thresholds,
-                                                            args.repair_confidence, cost, repaired, alike, copies)
+                                                            args.repair_confidence, cost, repaired, alike, copies,
+                                                            bonus)
                             scores = by_font[variant][font.name] = add_font(font_tally, tally[variant], errors)
                             after = Shaper(sfnt_data(repaired))
                             counts = cmap_agreement(before, after, set(predictor.label_names))

@@ -82,6 +82,23 @@ def test_label_font_bench_finds_the_least_threshold_whose_labels_reach_the_preci
     assert least_threshold(counts, thresholds, 0.99) is None
 
 
+def test_label_font_bench_takes_every_nth_fontsource_package_and_skips_one_without_the_subset(tmp_path, capsys):
+    """`--fontsource more,script --every 4`: the second set of unseen families of BENCHMARKS.md §14ac, from the
+    download cache (packages in it are not fetched again)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_label_font import fontsource_fonts
+
+    for name in ("alpha", "bravo", "charlie", "delta", "echo"):
+        (tmp_path / name / "files").mkdir(parents=True)
+        (tmp_path / name / "metadata.json").write_text("{}")
+        if name != "echo":
+            (tmp_path / name / "files" / f"{name}-latin-400-normal.woff2").write_bytes(b"wOF2")
+    fonts = fontsource_fonts("alpha,bravo,charlie,delta,echo", 2, "latin", tmp_path)
+    assert [f.name for f in fonts] == ["alpha-latin-400-normal.woff2", "charlie-latin-400-normal.woff2"]
+    assert "skipped echo: it has no latin 400 normal file" in capsys.readouterr().err
+    assert fontsource_fonts("alpha,bravo", 1, "arabic", tmp_path) == []
+
+
 def test_label_font_bench_ceiling_shapes_without_what_a_repair_cannot_rebuild(tmp_path):
     """The ceiling of "words shaped identically": the original shaped without its ligatures and contextual
     features. Amiri draws lam-alef and beh before beh with contextual forms of their own, which a repaired font

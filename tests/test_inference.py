@@ -5,6 +5,7 @@ every glyph renamed glyphNNNNN. Real FAISS, real Parquet, real HarfBuzz, a real 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -926,6 +927,48 @@ def test_a_letter_drawn_for_three_scripts_and_as_alternates_keeps_its_label_on_e
     assert labels.tolist() == [0] * 7 and np.allclose(confidence, probs[:, 0])
     four = assign_labels(probs, 0.98, other=2, extra_copies=3)[0]
     assert (four == 0).sum() == 4 and four[0] != 0
+
+
+def test_a_digit_drawn_small_stays_the_digit_when_no_glyph_is_likelier_it():
+    """Dekko draws a 0 and a 5 the model, one glyph at a time, finds a shade likelier their numerators, and the
+    assignment gave them the numerators' labels and left the digits without a glyph (BENCHMARKS.md §14ac).
+    A font draws every digit: the first glyph of one earns DRAWN_BONUS, so a digit's glyph keeps the digit
+    unless its variant is e times likelier, and a font that draws the numerator too keeps both."""
+    from glyph_train.inference.label_font import DRAWN_BONUS, always_drawn, assign_labels
+
+    names = ["50_isol", "50_numr", "51_isol", "51_numr"]
+    bonus = np.where(always_drawn(names), DRAWN_BONUS, 0.0)
+    assert bonus.tolist() == [DRAWN_BONUS, 0.0, DRAWN_BONUS, 0.0]
+    borel = np.array([[0.35, 0.60, 0.03, 0.02],   # 2, drawn small: a shade likelier its numerator
+                      [0.03, 0.02, 0.35, 0.60]])  # 3
+    assert assign_labels(borel, 0.0)[0].tolist() == [1, 3]  # no 2, no 3
+    assert assign_labels(borel, 0.0, bonus=bonus)[0].tolist() == [0, 2]
+    numerators = np.array([[0.35, 0.60, 0.03, 0.02],   # 2
+                           [0.10, 0.85, 0.03, 0.02],   # 2.numr
+                           [0.02, 0.03, 0.05, 0.90]])  # 3.numr, far likelier the numerator than the 3
+    assert assign_labels(numerators, 0.0, bonus=bonus)[0].tolist() == [0, 1, 3]
+
+
+def test_the_drawn_bonus_goes_to_the_letters_and_digits_of_the_scripts_the_font_draws():
+    """Only the core labels (launch/core_labels.txt) earn it, and only where the font draws their script (by
+    the script prior's shares, estimated when that prior is off): an Arabic letter's first glyph earns nothing
+    in a Latin font, where it would pull a glyph to a script the font lacks."""
+    from glyph_train.corpus.db import parse_label_list
+    from glyph_train.inference.label_font import DRAWN_BONUS, FontPredictions, always_drawn, drawn_bonus
+
+    core = parse_label_list(REPO / "launch" / "core_labels.txt")
+    names = parse_label_list(REPO / "launch" / "label_font_labels.txt")
+    assert all(always_drawn(core)) and {n for n, d in zip(names, always_drawn(names)) if d} == set(core)
+
+    names = ["65_isol", "49_isol", "1576_init", "49_numr", "193_isol"]  # A, 1, beh's initial, 1's numerator, Á
+    probs = np.array([[0.90, 0.04, 0.02, 0.02, 0.02], [0.04, 0.90, 0.02, 0.02, 0.02],
+                      [0.50, 0.02, 0.02, 0.02, 0.44], [0.04, 0.40, 0.02, 0.52, 0.02]])
+    latin = FontPredictions(Path("f.ttf"), "F", "Regular", [], [0, 1, 2, 3], probs, [], names,
+                            np.zeros(4, np.int64), np.zeros(4, np.int64), np.zeros(4))
+    assert drawn_bonus(latin).tolist() == [DRAWN_BONUS, DRAWN_BONUS, 0.0, 0.0, 0.0]
+    assert drawn_bonus(latin, 2.5).tolist() == [2.5, 2.5, 0.0, 0.0, 0.0]
+    both = dataclasses.replace(latin, script_shares={"LATIN": 0.4, "COMMON": 0.3, "ARABIC": 0.3})
+    assert drawn_bonus(both).tolist() == [DRAWN_BONUS, DRAWN_BONUS, DRAWN_BONUS, 0.0, 0.0]
 
 
 def test_a_fonts_second_drawing_of_a_capital_is_its_lowercase():

@@ -17,7 +17,9 @@ probabilities are averaged with the model's (font_adaptation.py): the font's own
 glyphs, helps read the hard ones.
 Then the labels are chosen jointly for the whole font, since a font seldom draws one character twice: an optimal
 assignment (scipy's sparse LAPJVsp over each glyph's top labels) maximising the summed log-probability, where
-the k-th glyph given a label pays (k - 1) * DUPLICATE_COST more.
+the k-th glyph given a label pays (k - 1) * DUPLICATE_COST more and the first glyph of a letter or digit of a
+script the font draws earns DRAWN_BONUS: a font draws all of them, so a digit drawn small, a shade likelier its
+numerator, stays the digit when no other glyph is likelier it.
 So a glyph takes a label another glyph has only when it is far likelier than any label of its own: a tabular
 or old-style figure, a Turkish i, a letter of another language drawn like one of ours, where a hard
 one-glyph-per-label rule handed the label to whichever copy scored higher and left the glyph the font really
@@ -88,6 +90,15 @@ TIE = 0.1
 # font's second drawing of a capital becomes the lowercase when no glyph is likelier it. On the held-out fonts
 # 0.14-0.5 are alike, Latin joint +2.2 points, and little else moves (BENCHMARKS.md §14k).
 LOWERCASE_AS_CAPITAL = 0.25
+# A font draws every letter and digit of a script it draws (always_drawn): the first glyph given one of those
+# labels earns this much log-probability, so a glyph leaves such a label for another label, a later copy of
+# one or unknown only where that is e times likelier. Dekko's 0 and 5, a shade likelier their numerators, stay
+# the digits, and so do Modak's 2 and 3, whose numerators ² and ³ draw; Gochi Hand's E is no longer €. Borel's
+# digits, far likelier their numerators, stay numerators. On the held-out fonts 1 is best (Latin 49 -> 45
+# wrong, Arabic 110 -> 108); on 68 more unseen families, on which no setting was chosen, 327 -> 298, and fewer
+# up to 3-4 (270), which costs the held-out fonts chains among O 0 o (BENCHMARKS.md §14ac).
+DRAWN_BONUS = 1.0
+DRAWN_SCRIPT_SHARE = 0.05  # a script is drawn when the script prior puts at least this share of the glyphs in it
 
 
 def _probability(text: str) -> float:
@@ -365,17 +376,18 @@ def confident_labels(pred: FontPredictions) -> tuple[np.ndarray, np.ndarray]:
     trained on, it cost Bangers 15 of its letters (BENCHMARKS.md §14p)."""
     names = pred.label_names
     assigned, _ = assign_labels(pred.probs, PSEUDO_LABEL_CONFIDENCE, other_class(names), DUPLICATE_COST,
-                                case_pairs(names), pred.tops)
+                                case_pairs(names), pred.tops, bonus=drawn_bonus(pred))
     sure = (assigned >= 0) & (assigned == pred.probs.argmax(axis=1))
     return np.flatnonzero(sure), assigned[sure]
 
 
 def assign_font(pred: FontPredictions, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-                duplicate_cost: float = DUPLICATE_COST, extra_copies: int = EXTRA_COPIES) -> FontLabels:
-    """Labels chosen jointly for the font (see assign_labels)."""
+                duplicate_cost: float = DUPLICATE_COST, extra_copies: int = EXTRA_COPIES,
+                bonus: float = DRAWN_BONUS) -> FontLabels:
+    """Labels chosen jointly for the font (see assign_labels; `bonus`: drawn_bonus's)."""
     names, probs = pred.label_names, pred.probs
     assigned, confidence = assign_labels(probs, min_confidence, other_class(names), duplicate_cost, case_pairs(names),
-                                         pred.tops, extra_copies)
+                                         pred.tops, extra_copies, drawn_bonus(pred, bonus))
     out: dict[int, GlyphLabel] = {}
     for row, k in enumerate(pred.rows):
         r = pred.records[k]
@@ -425,10 +437,41 @@ def case_pairs(label_names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return upper, lower, np.array(alike, dtype=bool)
 
 
+def always_drawn(label_names: list[str]) -> np.ndarray:
+    """Per label, whether every font of its script draws it: the ASCII letters and digits, and every form of
+    U+0621-U+064A (hamza and its seats, the 28 letters, teh marbuta, alef maksura, tatweel ...): the labels of
+    launch/core_labels.txt, which bench_label_font scores."""
+    from glyph_train.inference.font_prior import code_point
+
+    def drawn(name: str) -> bool:
+        cp = code_point(name)
+        if cp is None:
+            return False
+        if cp < 0x80:
+            return chr(cp).isalnum() and name == f"{cp}_isol"
+        return 0x621 <= cp <= 0x64A
+
+    return np.array([drawn(name) for name in label_names], dtype=bool)
+
+
+def drawn_bonus(pred: FontPredictions, bonus: float = DRAWN_BONUS) -> np.ndarray:
+    """Per label column, the log-probability its first glyph earns in the assignment: `bonus` for the
+    always_drawn labels of the scripts the font draws (at least DRAWN_SCRIPT_SHARE of its glyphs by the script
+    prior's estimate, made here when that prior is off: a Latin font's glyphs are not pushed to Arabic labels),
+    0 for the rest."""
+    from glyph_train.inference.font_prior import adapt_to_font, label_scripts
+
+    groups, names = label_scripts(pred.label_names, other_class(pred.label_names))
+    shares = pred.script_shares or dict(zip(names, adapt_to_font(pred.probs, groups)[1].tolist()))
+    drawn = np.array([g >= 0 and shares.get(names[g], 0.0) >= DRAWN_SCRIPT_SHARE for g in groups], dtype=bool)
+    return np.where(drawn & always_drawn(pred.label_names), bonus, 0.0)
+
+
 def assign_labels(probs: np.ndarray, min_confidence: float, other: int | None = None,
                   duplicate_cost: float = DUPLICATE_COST,
                   cases: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-                  tops: np.ndarray | None = None, extra_copies: int = EXTRA_COPIES) -> tuple[np.ndarray, np.ndarray]:
+                  tops: np.ndarray | None = None, extra_copies: int = EXTRA_COPIES,
+                  bonus: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(column per row, -1 = unknown; the probability of that column) maximising the summed log-probability
     of the rows' labels less (k - 1) * duplicate_cost for the k-th row given a column, at most 1 + extra_copies
     rows a column (duplicate_cost inf: one row per column; 0: each row's argmax). Rows are glyphs in glyph
@@ -443,6 +486,8 @@ def assign_labels(probs: np.ndarray, min_confidence: float, other: int | None = 
     taller capital, so A and À still go by glyph order). A row given the
     lowercase for its capital's likelihood has, as probability, the two cases' sum: its shape is the
     letter's, its case the font's.
+    `bonus` (drawn_bonus): per column, the log-probability its first row earns (the labels every font of a
+    script draws).
     Then rows whose label is less likely than min_confidence are unknown: the threshold hides labels, it
     never moves one to another glyph."""
     scores, sums = probs, probs
@@ -454,7 +499,7 @@ def assign_labels(probs: np.ndarray, min_confidence: float, other: int | None = 
         scores, sums = probs.copy(), probs.copy()
         scores[:, lower] = np.where(folded, LOWERCASE_AS_CAPITAL * probs[:, upper] * later, probs[:, lower])
         sums[:, lower] = np.where(folded, probs[:, lower] + probs[:, upper], probs[:, lower])
-    out = _assign_distinct(scores, other, duplicate_cost, extra_copies)
+    out = _assign_distinct(scores, other, duplicate_cost, extra_copies, bonus)
     confidence = sums[np.arange(len(out)), np.maximum(out, 0)]
     keep = (out >= 0) & (confidence >= min_confidence)
     return np.where(keep, out, -1), np.where(keep, confidence, 0.0)
@@ -472,12 +517,13 @@ def _lowercase_order(tops: np.ndarray | None, rows: int) -> np.ndarray:
 
 
 def _assign_distinct(probs: np.ndarray, other: int | None, duplicate_cost: float,
-                     extra_copies: int = EXTRA_COPIES) -> np.ndarray:
+                     extra_copies: int = EXTRA_COPIES, bonus: np.ndarray | None = None) -> np.ndarray:
     """The assignment before the confidence threshold: columns are (label, copy) slots, the copy-th slot
-    costing copy * duplicate_cost more, plus one unknown slot per row. A row has edges only to its top labels'
-    slots and its own unknown slot, so the problem is sparse (scipy's LAPJVsp): time and memory grow with the
-    glyphs, not with their square as the dense matrix of linear_sum_assignment did (12 s and 1 GB for a
-    6,700-glyph font, out of memory for a CJK font; BENCHMARKS.md §14o)."""
+    costing copy * duplicate_cost more and the first bonus[label] less, plus one unknown slot per row. A row
+    has edges only to its top labels' slots and its own unknown slot, so the problem is sparse (scipy's
+    LAPJVsp): time and memory grow with the glyphs, not with their square as the dense matrix of
+    linear_sum_assignment did (12 s and 1 GB for a 6,700-glyph font, out of memory for a CJK font;
+    BENCHMARKS.md §14o)."""
     from scipy.sparse import coo_array
     from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
@@ -499,9 +545,13 @@ def _assign_distinct(probs: np.ndarray, other: int | None, duplicate_cost: float
     unknown = -np.log(np.clip(probs[:, other], 1e-300, 1.0)) if other is not None else np.full(n, 1e6)
     edge_rows = np.concatenate([rows] * copies + [np.arange(n)])
     edge_cols = np.concatenate([slot + copy * m for copy in range(copies)] + [copies * m + np.arange(n)])
-    weights = np.concatenate([cost] + [cost + copy * duplicate_cost for copy in range(1, copies)] + [unknown])
-    # + 1: the matching needs non-zero weights, and a constant on every row's one edge moves no optimum
-    graph = coo_array((weights + 1.0, (edge_rows, edge_cols)), shape=(n, copies * m + n)).tocsr()
+    earned = bonus[labels] if bonus is not None else 0.0
+    weights = np.concatenate([cost - earned] + [cost + copy * duplicate_cost for copy in range(1, copies)]
+                             + [unknown])
+    # + 1 (+ the bonus): the matching needs positive weights, and a constant on every row's one edge moves no
+    # optimum
+    offset = 1.0 + (float(bonus.max()) if bonus is not None and len(bonus) else 0.0)
+    graph = coo_array((weights + offset, (edge_rows, edge_cols)), shape=(n, copies * m + n)).tocsr()
     matched_rows, matched_cols = min_weight_full_bipartite_matching(graph)
     out = np.full(n, -1, dtype=np.int64)
     is_label = matched_cols < copies * m
