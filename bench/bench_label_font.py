@@ -297,6 +297,8 @@ def main() -> None:
                     help="score only glyphs whose true label is one of these (labels file or comma list), so that "
                          "exports with more classes are compared on the same glyphs; default: every label it knows")
     args = ap.parse_args()
+    if args.every < 1:
+        ap.error("--every takes a whole number of at least 1")
     if args.fontsource:
         args.fonts += fontsource_fonts(args.fontsource, args.every, args.subset)
     if not args.fonts:

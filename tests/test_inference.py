@@ -939,10 +939,10 @@ def test_a_digit_drawn_small_stays_the_digit_when_no_glyph_is_likelier_it():
     names = ["50_isol", "50_numr", "51_isol", "51_numr"]
     bonus = np.where(always_drawn(names), DRAWN_BONUS, 0.0)
     assert bonus.tolist() == [DRAWN_BONUS, 0.0, DRAWN_BONUS, 0.0]
-    borel = np.array([[0.35, 0.60, 0.03, 0.02],   # 2, drawn small: a shade likelier its numerator
+    dekko = np.array([[0.35, 0.60, 0.03, 0.02],   # 2, drawn small: a shade likelier its numerator
                       [0.03, 0.02, 0.35, 0.60]])  # 3
-    assert assign_labels(borel, 0.0)[0].tolist() == [1, 3]  # no 2, no 3
-    assert assign_labels(borel, 0.0, bonus=bonus)[0].tolist() == [0, 2]
+    assert assign_labels(dekko, 0.0)[0].tolist() == [1, 3]  # no 2, no 3
+    assert assign_labels(dekko, 0.0, bonus=bonus)[0].tolist() == [0, 2]
     numerators = np.array([[0.35, 0.60, 0.03, 0.02],   # 2
                            [0.10, 0.85, 0.03, 0.02],   # 2.numr
                            [0.02, 0.03, 0.05, 0.90]])  # 3.numr, far likelier the numerator than the 3
